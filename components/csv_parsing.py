@@ -1,0 +1,240 @@
+"""CSV cell and row parsing that keeps missing and non-finite signals apart.
+
+Stock CsvExampleGen (tfx 1.16) stores an empty cell as a present feature with
+an empty value list, turns a numeric column into strings on the first `N/A`,
+and never reports a value it could not read. The functions here classify
+every cell instead:
+
+- an empty cell or an NA token becomes an absent feature, counted as
+  ``empty`` or ``na_token``;
+- in a float column `nan`, `inf`, `-inf` and `Infinity` stay non-finite
+  floats, counted as ``nan``, ``posinf`` or ``neginf``;
+- a value that cannot be read as the column's type is counted as
+  ``unreadable`` and left absent, so the column keeps its type;
+- a finite value outside the description's ``min``/``max`` is kept and
+  counted as ``out_of_range``.
+
+Pure Python, no TensorFlow: Beam workers and the `schema` command share it.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import datetime
+import io
+import math
+from typing import Any, Iterator
+
+# The finding kinds, in report order.
+COUNT_KINDS = (
+    "absent",
+    "empty",
+    "na_token",
+    "nan",
+    "posinf",
+    "neginf",
+    "unreadable",
+    "out_of_range",
+)
+# Kinds after which the feature is absent from the tf.Example.
+MISSING_KINDS = ("absent", "empty", "na_token", "unreadable")
+NON_FINITE_KINDS = ("nan", "posinf", "neginf")
+
+# Physical line references kept per column and kind, so a person can open
+# the file at the right place without the report growing with the data.
+MAX_SAMPLE_LINES = 5
+
+
+@dataclasses.dataclass
+class ColumnSpec:
+    """The parts of a description column that parsing needs."""
+
+    name: str
+    type: str
+    min: float | None = None
+    max: float | None = None
+
+
+@dataclasses.dataclass
+class ParsedRow:
+    """One data row: typed values (None when absent) and its findings."""
+
+    values: dict[str, Any]
+    findings: list[tuple[str, str]]
+    timestamp: float | None
+    line_ref: str
+
+
+@dataclasses.dataclass
+class MalformedRow:
+    """A row that could not be parsed at all, so it is counted, not emitted."""
+
+    line_ref: str
+    reason: str
+
+
+@dataclasses.dataclass
+class FileFinding:
+    """A finding about a whole file, such as a column missing from its header."""
+
+    file: str
+    kind: str
+    column: str
+    detail: str
+
+
+def parse_cell(
+    raw: str, column: ColumnSpec, na_tokens: frozenset[str]
+) -> tuple[Any, str | None]:
+    """Classifies one cell and converts it to the column's type.
+
+    Returns:
+        ``(value, kind)``: ``value`` is None when the feature must be absent,
+        ``kind`` is one of `COUNT_KINDS` or None for a clean value.
+    """
+    stripped = raw.strip()
+    if stripped == "":
+        return None, "empty"
+    if stripped in na_tokens:
+        return None, "na_token"
+    if column.type == "string":
+        if _has_surrogates(raw):
+            # Undecodable bytes: the cell is unreadable as UTF-8 text.
+            return None, "unreadable"
+        return raw, None
+
+    try:
+        number = float(stripped)
+    except ValueError:
+        return None, "unreadable"
+    if math.isnan(number):
+        kind = "nan"
+    elif math.isinf(number):
+        kind = "posinf" if number > 0 else "neginf"
+    else:
+        kind = None
+    if column.type == "int":
+        if kind is not None or number != int(number):
+            # An int64 feature cannot hold NaN, inf or a fraction.
+            return None, kind or "unreadable"
+        number = int(number)
+    if kind is None and _out_of_range(number, column):
+        kind = "out_of_range"
+    return number, kind
+
+
+def _out_of_range(number: float, column: ColumnSpec) -> bool:
+    if column.min is not None and number < column.min:
+        return True
+    return column.max is not None and number > column.max
+
+
+def _has_surrogates(text: str) -> bool:
+    return any("\udc80" <= ch <= "\udcff" for ch in text)
+
+
+def parse_time(raw: Any, time_format: str) -> float | None:
+    """Returns seconds since the epoch (UTC) or None when unreadable."""
+    if not isinstance(raw, str):
+        return None
+    try:
+        parsed = datetime.datetime.strptime(raw.strip(), time_format)
+    except ValueError:
+        return None
+    return parsed.replace(tzinfo=datetime.timezone.utc).timestamp()
+
+
+def parse_csv_text(
+    text: str,
+    file_name: str,
+    columns: list[ColumnSpec],
+    na_tokens: frozenset[str],
+    time_column: str | None,
+    time_format: str,
+) -> Iterator[ParsedRow | MalformedRow | FileFinding]:
+    """Parses one CSV file's text into rows, malformed rows and file findings.
+
+    The header decides which description columns the file has. A column of
+    the description that the header lacks is reported once as a
+    `FileFinding` and counted as ``absent`` in every row; a header column
+    the description does not name is reported and not read.
+    """
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader)
+    except StopIteration:
+        yield FileFinding(file_name, "empty_file", "", "file has no header line")
+        return
+    header = [name.strip() for name in header]
+    positions = {name: i for i, name in enumerate(header)}
+    for column in columns:
+        if column.name not in positions:
+            yield FileFinding(
+                file_name,
+                "missing_column",
+                column.name,
+                f"column {column.name!r} is not in the header {header!r}",
+            )
+    known = {c.name for c in columns}
+    for name in header:
+        if name not in known:
+            yield FileFinding(
+                file_name,
+                "unexpected_column",
+                name,
+                f"column {name!r} is not in the dataset description; not read",
+            )
+
+    for fields in _iterate_records(reader, file_name):
+        if isinstance(fields, MalformedRow):
+            yield fields
+            continue
+        line_ref = f"{file_name}:{reader.line_num}"
+        if fields == [] or fields == [""]:
+            continue  # Blank line: carries no row.
+        if len(fields) != len(header):
+            yield MalformedRow(
+                line_ref,
+                f"expected {len(header)} fields, found {len(fields)}",
+            )
+            continue
+        values: dict[str, Any] = {}
+        findings: list[tuple[str, str]] = []
+        for column in columns:
+            position = positions.get(column.name)
+            if position is None:
+                values[column.name] = None
+                findings.append((column.name, "absent"))
+                continue
+            value, kind = parse_cell(fields[position], column, na_tokens)
+            values[column.name] = value
+            if kind is not None:
+                findings.append((column.name, kind))
+        timestamp = None
+        if time_column is not None:
+            timestamp = parse_time(values.get(time_column), time_format)
+            if timestamp is None and values.get(time_column) is not None:
+                # Present but not a time in the declared format.
+                values[time_column] = None
+                findings.append((time_column, "unreadable"))
+        yield ParsedRow(values, findings, timestamp, line_ref)
+
+
+def _iterate_records(reader, file_name: str):
+    """Yields the reader's records, turning a csv.Error into a MalformedRow."""
+    while True:
+        try:
+            yield next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            yield MalformedRow(f"{file_name}:{reader.line_num}", f"CSV error: {e}")
+
+
+def decode_file_bytes(data: bytes) -> str:
+    """Decodes UTF-8 keeping invalid bytes as surrogates for `parse_cell`."""
+    text = data.decode("utf-8", errors="surrogateescape")
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    return text

@@ -1,0 +1,289 @@
+"""The anomaly gate's decisions: from counts, anomalies and a policy to a report.
+
+Pure Python over plain dicts, so the rules are testable without TFX. The
+`AnomalyGate` component (``components/anomaly_gate.py``) gathers the inputs
+from the ExampleGen findings, the TFDV statistics and ExampleValidator's
+anomalies, and calls `decide`.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+from components.csv_parsing import COUNT_KINDS, MISSING_KINDS, NON_FINITE_KINDS
+
+# Roles whose findings Transform repairs; findings on other roles are
+# tolerated because no stage reads those columns as model input, or blocked
+# by their policy (the time column has zero tolerance by default).
+REPAIRED_ROLES = ("user_id", "item_id", "interaction_count", "numeric", "categorical")
+
+# TFDV anomaly types that the counted findings already cover; the counts and
+# the policy decide on them. Any other anomaly type on a feature blocks,
+# because nothing downstream is known to repair it.
+COVERED_ANOMALY_TYPES = frozenset(
+    {
+        "FLOAT_TYPE_HAS_NAN",
+        "FLOAT_TYPE_HAS_INF",
+        "FLOAT_TYPE_SMALL_FLOAT",
+        "FLOAT_TYPE_BIG_FLOAT",
+        "INT_TYPE_SMALL_INT",
+        "INT_TYPE_BIG_INT",
+        "FEATURE_TYPE_LOW_FRACTION_PRESENT",
+        "FEATURE_TYPE_LOW_NUMBER_PRESENT",
+        "FEATURE_TYPE_NOT_PRESENT",
+        "SCHEMA_MISSING_COLUMN",
+        "FEATURE_TYPE_LOW_NUMBER_VALUES",
+    }
+)
+
+DEFAULT_POLICY = {
+    "roles": {},
+    "max_out_of_range": 0.05,
+    "max_unreadable": 0.01,
+    "max_malformed_rows": 0.01,
+    "min_rows_per_split": 1,
+}
+
+
+def _role_limits(policy: dict[str, Any], role: str) -> tuple[float, float]:
+    limits = policy.get("roles", {}).get(role, {})
+    return float(limits.get("max_missing", 0.0)), float(limits.get("max_non_finite", 0.0))
+
+
+def _fraction(count: int, rows: int) -> float:
+    return count / rows if rows else 0.0
+
+
+def _percent(fraction: float) -> str:
+    return f"{100 * fraction:.2f} %"
+
+
+def _repair_text(column: dict[str, Any], counts: dict[str, int], rows: int) -> str:
+    """Says in words how Transform handles the findings on one column."""
+    role = column["role"]
+    missing = sum(counts[k] for k in MISSING_KINDS)
+    non_finite = sum(counts[k] for k in NON_FINITE_KINDS)
+    parts = []
+    if role in ("user_id", "item_id", "categorical"):
+        if missing:
+            parts.append(
+                f"{missing:,} missing values ({_percent(_fraction(missing, rows))}) "
+                "map to the missing token, which has its own vocabulary entry"
+            )
+    else:
+        impute = column.get("impute", "median")
+        statistic = (
+            f"the constant {column.get('impute_value', 0.0)}"
+            if impute == "constant"
+            else f"the training {impute}"
+        )
+        if missing or non_finite:
+            parts.append(
+                f"{missing + non_finite:,} missing or non-finite values "
+                f"({_percent(_fraction(missing + non_finite, rows))}) are imputed "
+                f"with {statistic} and flagged by the missing indicator"
+            )
+        if counts["out_of_range"]:
+            handling = column.get("negative", "keep")
+            action = {
+                "clip": "clipped into the range",
+                "missing": "treated as missing and imputed",
+                "keep": "kept, and min-max scaling clips them at serving time",
+            }[handling]
+            parts.append(f"{counts['out_of_range']:,} out-of-range values are {action}")
+    return "; ".join(parts) + "." if parts else ""
+
+
+def decide(
+    description: dict[str, Any],
+    split_rows: dict[str, int],
+    cell_counts: dict[tuple[str, str], dict[str, int]],
+    sample_lines: dict[tuple[str, str], dict[str, list[str]]],
+    anomalies: dict[str, dict[str, list[dict[str, str]]]],
+    dataset_anomalies: list[dict[str, str]],
+    file_findings: list[dict[str, Any]],
+    malformed: dict[str, Any],
+) -> dict[str, Any]:
+    """Builds the gate's report: a decision per feature and split.
+
+    Args:
+        description: `Description.to_dict()`; its ``policy`` holds the limits.
+        split_rows: rows per split.
+        cell_counts: ``{(split, column): {kind: count}}`` from ExampleGen.
+        sample_lines: ``{(split, column): {kind: ["file.csv:12", ...]}}``.
+        anomalies: ``{split: {column: [{"type", "short", "description"}]}}``
+            from ExampleValidator.
+        dataset_anomalies: anomalies not tied to a column.
+        file_findings: file-level findings (missing or unexpected columns).
+        malformed: ``{"count": n, "sample_lines": [...]}`` for rows that could
+            not be parsed.
+
+    Returns:
+        The report dict; its ``decision`` is ``block`` when any finding
+        breaks the policy.
+    """
+    policy = {**DEFAULT_POLICY, **description.get("policy", {})}
+    blocking: list[dict[str, Any]] = []
+    features: list[dict[str, Any]] = []
+    total_rows = sum(split_rows.values())
+
+    def block(feature, split, kind, count, fraction, reason):
+        blocking.append(
+            {
+                "feature": feature,
+                "split": split,
+                "kind": kind,
+                "count": count,
+                "fraction": fraction,
+                "reason": reason,
+            }
+        )
+
+    missing_columns: dict[str, list[str]] = {}
+    for finding in file_findings:
+        if finding["kind"] == "missing_column":
+            missing_columns.setdefault(finding["column"], []).append(finding["file"])
+        elif finding["kind"] == "empty_file":
+            dataset_anomalies.append(
+                {"type": "EMPTY_FILE", "description": f"{finding['file']}: {finding['detail']}"}
+            )
+
+    malformed_count = int(malformed.get("count", 0))
+    malformed_fraction = _fraction(malformed_count, total_rows + malformed_count)
+    if malformed_fraction > float(policy["max_malformed_rows"]):
+        block(
+            "",
+            "all",
+            "malformed_rows",
+            malformed_count,
+            malformed_fraction,
+            f"{malformed_count:,} rows could not be parsed "
+            f"({_percent(malformed_fraction)}, limit "
+            f"{_percent(float(policy['max_malformed_rows']))}); first: "
+            f"{', '.join(malformed.get('sample_lines', []))}",
+        )
+
+    for split, rows in sorted(split_rows.items()):
+        if rows < int(policy["min_rows_per_split"]):
+            block(
+                "",
+                split,
+                "empty_split",
+                rows,
+                0.0,
+                f"split {split} has {rows} rows; at least "
+                f"{policy['min_rows_per_split']} are needed. Add data that covers "
+                "the eval time range or change split.eval_fraction.",
+            )
+
+    for split, rows in sorted(split_rows.items()):
+        for name, column in description["columns"].items():
+            role = column["role"]
+            counts = {k: 0 for k in COUNT_KINDS}
+            counts.update(cell_counts.get((split, name), {}))
+            fractions = {k: _fraction(v, rows) for k, v in counts.items()}
+            column_anomalies = anomalies.get(split, {}).get(name, [])
+            max_missing, max_non_finite = _role_limits(policy, role)
+            missing = sum(counts[k] for k in MISSING_KINDS)
+            non_finite = sum(counts[k] for k in NON_FINITE_KINDS)
+            reasons = []
+
+            def check(kind, count, limit, what):
+                fraction = _fraction(count, rows)
+                if count and fraction > limit:
+                    text = (
+                        f"{count:,} {what} ({_percent(fraction)}) exceed the "
+                        f"{role} limit of {_percent(limit)}"
+                    )
+                    reasons.append(text)
+                    block(name, split, kind, count, fraction, text)
+
+            if name in missing_columns and role != "other":
+                files = missing_columns[name]
+                text = (
+                    f"column missing from {len(files)} file(s): "
+                    f"{', '.join(sorted(files)[:5])}"
+                )
+                reasons.append(text)
+                block(name, split, "missing_column", counts["absent"], fractions["absent"], text)
+            check("missing", missing, max_missing, "missing values")
+            check("non_finite", non_finite, max_non_finite, "non-finite values")
+            unreadable_limit = (
+                0.0 if role in ("user_id", "item_id") else float(policy["max_unreadable"])
+            )
+            check(
+                "unreadable",
+                counts["unreadable"],
+                unreadable_limit,
+                f"values unreadable as {column['type']}",
+            )
+            check(
+                "out_of_range",
+                counts["out_of_range"],
+                float(policy["max_out_of_range"]),
+                "out-of-range values",
+            )
+            for anomaly in column_anomalies:
+                if anomaly["type"] not in COVERED_ANOMALY_TYPES:
+                    text = f"TFDV anomaly {anomaly['type']}: {anomaly['description']}"
+                    reasons.append(text)
+                    block(name, split, "tfdv_anomaly", 0, 0.0, text)
+
+            has_findings = any(counts.values()) or column_anomalies
+            if reasons:
+                decision = "block"
+                reason = "; ".join(reasons) + "."
+            elif not has_findings:
+                decision = "pass"
+                reason = ""
+            elif role in REPAIRED_ROLES:
+                decision = "repair"
+                reason = _repair_text(column, counts, rows) or (
+                    "TFDV anomalies within the policy's limits."
+                )
+            else:
+                decision = "tolerate"
+                reason = (
+                    f"{role} column: no stage reads it as model input; "
+                    f"{missing:,} missing values ({_percent(_fraction(missing, rows))}) "
+                    "are within the limit."
+                )
+            features.append(
+                {
+                    "feature": name,
+                    "role": role,
+                    "type": column["type"],
+                    "split": split,
+                    "rows": rows,
+                    "counts": counts,
+                    "fractions": fractions,
+                    "sample_lines": sample_lines.get((split, name), {}),
+                    "anomalies": column_anomalies,
+                    "decision": decision,
+                    "reason": reason,
+                }
+            )
+
+    for anomaly in dataset_anomalies:
+        if anomaly["type"] not in ("DATASET_LOW_NUM_EXAMPLES",):
+            continue
+        block("", anomaly.get("split", "all"), "tfdv_anomaly", 0, 0.0, anomaly["description"])
+
+    return {
+        "dataset": description.get("name", ""),
+        "created": datetime.datetime.now(datetime.timezone.utc).strftime(
+            "%Y-%m-%dT%H:%M:%SZ"
+        ),
+        "decision": "block" if blocking else "pass",
+        "policy": policy,
+        "splits": {
+            split: {"rows": rows} for split, rows in sorted(split_rows.items())
+        },
+        "malformed_rows": malformed_count,
+        "malformed_samples": list(malformed.get("sample_lines", [])),
+        "file_findings": file_findings,
+        "features": features,
+        "blocking": blocking,
+        "dataset_anomalies": dataset_anomalies,
+    }

@@ -1,0 +1,65 @@
+"""Beam pipeline arguments: named presets for the runners people use.
+
+Every Beam-based component (ExampleGen, StatisticsGen, SchemaGen,
+ExampleValidator, Transform) receives the same arguments, so the data stages
+move from the in-process DirectRunner to a cluster by configuration. The
+Trainer scales with `tf.distribute`, not Beam.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Each preset is a list of Beam flags; `{workers}` is replaced by the number
+# of worker processes. Cluster presets carry only the runner-specific flags
+# that never change; the address, project, region and staging location come
+# from the user as extra --beam-arg flags (docs/scaling.md shows them).
+PRESETS: dict[str, list[str]] = {
+    "local": ["--direct_running_mode=in_memory", "--direct_num_workers=1"],
+    "multiprocess": [
+        "--direct_running_mode=multi_processing",
+        "--direct_num_workers={workers}",
+    ],
+    "flink": ["--runner=FlinkRunner", "--environment_type=LOOPBACK"],
+    "spark": ["--runner=SparkRunner", "--environment_type=LOOPBACK"],
+    "dataflow": ["--runner=DataflowRunner", "--experiments=use_runner_v2"],
+}
+# Flags a cluster preset cannot run without, checked before the run starts.
+REQUIRED_FLAGS: dict[str, list[str]] = {
+    "flink": ["--flink_master"],
+    "spark": ["--spark_master_url"],
+    "dataflow": ["--project", "--region", "--temp_location"],
+}
+
+
+class BeamConfigError(ValueError):
+    """Raised for an unknown preset or a missing required flag."""
+
+
+def beam_args(preset: str, extra: list[str] | None = None, workers: int | None = None) -> list[str]:
+    """Returns the Beam arguments for `preset` followed by `extra`.
+
+    Args:
+        preset: a key of `PRESETS`.
+        extra: user flags, appended, so they override the preset's.
+        workers: worker processes for the multi-process preset; defaults to
+            the number of CPUs.
+
+    Raises:
+        BeamConfigError: for an unknown preset or a missing required flag.
+    """
+    if preset not in PRESETS:
+        raise BeamConfigError(
+            f"unknown Beam preset {preset!r}; use one of {', '.join(sorted(PRESETS))}"
+        )
+    workers = workers or os.cpu_count() or 1
+    args = [flag.format(workers=workers) for flag in PRESETS[preset]]
+    args += list(extra or [])
+    given = {flag.split("=", 1)[0] for flag in args}
+    missing = [flag for flag in REQUIRED_FLAGS.get(preset, []) if flag not in given]
+    if missing:
+        raise BeamConfigError(
+            f"Beam preset {preset!r} needs {', '.join(missing)}; pass each with "
+            f"--beam-arg, for example --beam-arg={missing[0]}=VALUE"
+        )
+    return args
