@@ -644,8 +644,8 @@ class GuardedLoop:
         gradients = tape.gradient(loss, self._variables)
         if all(gradient is None for gradient in gradients):
             raise ValueError(
-                "no trainable variable receives a gradient from the loss; check "
-                f"that the model's {LOGITS_KEY!r} output depends on its variables"
+                "no trainable variable receives a gradient from the loss. Check "
+                f"that the model's {LOGITS_KEY!r} output depends on its variables."
             )
         return loss, num_masked, outputs, gradients
 

@@ -203,13 +203,37 @@ def _markdown_counts(entry: dict) -> str:
     return ", ".join(parts) if parts else "none"
 
 
+UNSPLIT_LABEL = "(before the split)"
+
+
+def _split_rows(report: dict) -> list[tuple[str, dict]]:
+    """Returns the splits, plus a row for malformed rows that have no split.
+
+    A row that cannot be parsed has no time, so ExampleGen cannot assign it
+    to a split; the gate reports those rows at the top level of the report.
+    """
+    items = list(report.get("splits", {}).items())
+    if report.get("malformed_rows"):
+        items.append(
+            (
+                UNSPLIT_LABEL,
+                {
+                    "rows": 0,
+                    "malformed_rows": report["malformed_rows"],
+                    "malformed_samples": report.get("malformed_samples", []),
+                },
+            )
+        )
+    return items
+
+
 def _markdown_splits(report: dict) -> list[str]:
     lines = [
         "| split | rows | malformed rows |",
         "| --- | ---: | ---: |",
     ]
     samples = []
-    for split, info in report.get("splits", {}).items():
+    for split, info in _split_rows(report):
         malformed = info.get("malformed_rows") or 0
         lines.append(
             f"| {_markdown_cell(split)} | {format_count(info.get('rows'))} "
@@ -352,7 +376,7 @@ def _html_header(report: dict) -> str:
 
 def _html_splits(report: dict) -> str:
     rows = []
-    for split, info in report.get("splits", {}).items():
+    for split, info in _split_rows(report):
         samples = info.get("malformed_samples") or []
         sample_items = "".join(f"<li><code>{_escape(s)}</code></li>" for s in samples)
         sample_html = f"<ul>{sample_items}</ul>" if samples else ""
