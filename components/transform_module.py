@@ -181,7 +181,10 @@ def preprocessing_fn(inputs, custom_config):
         if role in ID_ROLES:
             outputs.update(transform_ids(_densify(inputs[column], ""), column))
         elif role in NUMERIC_ROLES:
-            values = _densify(inputs[column], float("nan"))
+            # Int columns arrive as int64, which cannot hold the NaN that
+            # marks an absent cell, so cast before densifying.
+            as_float = tf.cast(inputs[column], tf.float32)
+            values = _densify(as_float, float("nan"))
             outputs.update(transform_numeric(values, column, spec))
             if role == "interaction_count":
                 scaled = outputs[scaled_name(column)]
