@@ -8,7 +8,8 @@ every cell instead:
 - an empty cell or an NA token becomes an absent feature, counted as
   ``empty`` or ``na_token``;
 - in a float column `nan`, `inf`, `-inf` and `Infinity` stay non-finite
-  floats, counted as ``nan``, ``posinf`` or ``neginf``;
+  floats, counted as ``nan``, ``posinf`` or ``neginf``; so does a number
+  too large for float32, which the tf.Example would hold as inf;
 - a value that cannot be read as the column's type is counted as
   ``unreadable`` and left absent, so the column keeps its type;
 - a finite value outside the description's ``min``/``max`` is kept and
@@ -44,6 +45,13 @@ NON_FINITE_KINDS = ("nan", "posinf", "neginf")
 # Physical line references kept per column and kind, so a person can open
 # the file at the right place without the report growing with the data.
 MAX_SAMPLE_LINES = 5
+
+# tf.train.FloatList stores float32, so a larger magnitude is stored as inf.
+# The bound is the largest double that protobuf 3.20 (C++ implementation)
+# still stores as the float32 maximum, 2**128 - 2**104, instead of inf.
+FLOAT32_OVERFLOW = 2.0**128 - 2.0**103
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
 
 
 @dataclasses.dataclass
@@ -104,10 +112,17 @@ def parse_cell(
             return None, "unreadable"
         return raw, None
 
+    if not stripped.isascii() or "_" in stripped:
+        # float() also reads "1_000" and non-ASCII digits such as "١٢", which
+        # are not numbers in a CSV file.
+        return None, "unreadable"
     try:
         number = float(stripped)
     except ValueError:
         return None, "unreadable"
+    if column.type == "float" and abs(number) > FLOAT32_OVERFLOW:
+        # Finite as a double, but the float32 tf.Example value is inf.
+        number = math.copysign(math.inf, number)
     if math.isnan(number):
         kind = "nan"
     elif math.isinf(number):
@@ -118,10 +133,21 @@ def parse_cell(
         if kind is not None or number != int(number):
             # An int64 feature cannot hold NaN, inf or a fraction.
             return None, kind or "unreadable"
-        number = int(number)
+        number = _exact_int(stripped, number)
+        if not INT64_MIN <= number <= INT64_MAX:
+            # Int64List rejects it, which would fail the whole ExampleGen run.
+            return None, "unreadable"
     if kind is None and _out_of_range(number, column):
         kind = "out_of_range"
     return number, kind
+
+
+def _exact_int(text: str, number: float) -> int:
+    """Returns the integer in `text`, exact beyond 2**53 where floats round."""
+    try:
+        return int(text)
+    except ValueError:
+        return int(number)  # Written as "3.0" or "1e3".
 
 
 def _out_of_range(number: float, column: ColumnSpec) -> bool:
@@ -186,11 +212,11 @@ def parse_csv_text(
                 f"column {name!r} is not in the dataset description; not read",
             )
 
-    for fields in _iterate_records(reader, file_name):
+    for line, fields in _iterate_records(reader, file_name):
         if isinstance(fields, MalformedRow):
             yield fields
             continue
-        line_ref = f"{file_name}:{reader.line_num}"
+        line_ref = f"{file_name}:{line}"
         if fields == [] or fields == [""]:
             continue  # Blank line: carries no row.
         if len(fields) != len(header):
@@ -222,14 +248,19 @@ def parse_csv_text(
 
 
 def _iterate_records(reader, file_name: str):
-    """Yields the reader's records, turning a csv.Error into a MalformedRow."""
+    """Yields ``(first line, record)`` pairs, with a csv.Error as a MalformedRow.
+
+    The first physical line of the record, not `reader.line_num` after it, is
+    the line to open when a quoted field spans several lines.
+    """
     while True:
+        line = reader.line_num + 1
         try:
-            yield next(reader)
+            yield line, next(reader)
         except StopIteration:
             return
         except csv.Error as e:
-            yield MalformedRow(f"{file_name}:{reader.line_num}", f"CSV error: {e}")
+            yield line, MalformedRow(f"{file_name}:{line}", f"CSV error: {e}")
 
 
 def decode_file_bytes(data: bytes) -> str:

@@ -20,6 +20,7 @@ import heapq
 import json
 import logging
 import os
+import re
 from typing import Any, Dict, Iterable, List
 
 import apache_beam as beam
@@ -134,10 +135,17 @@ class _CountAndSample(beam.CombineFn):
         return accumulator
 
 
+# "file.csv:12", or "file.csv:12: reason" for a malformed row.
+_LINE_REF = re.compile(r"^(.*?):(\d+)(?::|$)")
+
+
 def _line_sort_key(line_ref: str):
-    name, _, line = line_ref.rpartition(":")
-    head = line.split(" ", 1)[0]
-    return (name, int(head) if head.isdigit() else 0, line_ref)
+    # Orders by file, then line number as a number, so "a.csv:3" comes
+    # before "a.csv:12" also when a reason with colons follows.
+    match = _LINE_REF.match(line_ref)
+    if match is None:
+        return (line_ref, 0, line_ref)
+    return (match.group(1), int(match.group(2)), line_ref)
 
 
 def _assign_split(row: csv_parsing.ParsedRow, cutoff: float | None) -> str:

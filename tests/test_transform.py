@@ -19,7 +19,7 @@ import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tensorflow_transform as tft  # noqa: E402
 import tensorflow_transform.beam as tft_beam  # noqa: E402
-from tensorflow_transform.tf_metadata import dataset_metadata  # noqa: E402
+from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io  # noqa: E402
 
 from components import transform_module as tm  # noqa: E402
 from pipeline.contract import SERVING_ROLES  # noqa: E402
@@ -165,6 +165,10 @@ def transformed(tmp_path_factory):
             transform_fn,
         ) | tft_beam.TransformDataset()
         _ = transform_fn | tft_beam.WriteTransformFn(output_dir)
+    # WriteTransformFn leaves out the raw schema; TFX's Transform writes it
+    # to the same folder, and raw_feature_spec() reads it from there.
+    raw_metadata_dir = os.path.join(output_dir, tft.TFTransformOutput.RAW_METADATA_DIR)
+    metadata_io.write_metadata(metadata, raw_metadata_dir)
     return SimpleNamespace(
         train=train, test=test, output=tft.TFTransformOutput(output_dir)
     )
