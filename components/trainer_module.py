@@ -29,8 +29,14 @@ import tensorflow as tf  # noqa: E402
 import tensorflow_transform as tft  # noqa: E402
 from tfx_bsl.public import tfxio  # noqa: E402
 
-from components import guarded_loop  # noqa: E402
-from components import transform_module as tm  # noqa: E402
+try:
+    from components import guarded_loop
+    from components import transform_module as tm
+except ImportError:
+    # TFX ships this file to remote workers in its user-module wheel, which
+    # holds the files of this folder as top-level modules.
+    import guarded_loop  # type: ignore[no-redef]
+    import transform_module as tm  # type: ignore[no-redef]
 
 tf_keras = tf.keras
 
