@@ -6,10 +6,12 @@ holding the dataset description. TFT 1.16 has no imputation API and its
 building blocks have traps, which this module avoids on purpose:
 
 - `tft.min` and `tft.max` return NaN when one input is NaN, and
-  `tft.scale_to_0_1` then maps every finite value to 1.0. Every analyzer
-  here sees only the finite present values (`tf.boolean_mask`), so absent,
-  NaN and inf values never enter a statistic, and neither does an imputed
-  placeholder.
+  `tft.scale_to_0_1` then maps every finite value to 1.0. The min, max,
+  mean and median of a numeric column see only its finite present values
+  (`tf.boolean_mask`), so absent, NaN and inf values never enter them, and
+  neither does an imputed placeholder. The one exception is the mean behind
+  `interaction_weight`: it covers every training row's scaled value, imputed
+  rows included, so that the weight has mean 1.
 - `tft.scale_to_0_1` falls back to a sigmoid of the raw value when
   min >= max. Scaling here is ``(x - min) / (max - min)`` clipped to [0, 1],
   and a constant or all-missing column scales to 0.0 in every row.
@@ -79,8 +81,10 @@ def _densify(feature, default) -> tf.Tensor:
 def transform_ids(values: tf.Tensor, column: str) -> dict[str, tf.Tensor]:
     """Maps trimmed strings to vocabulary indices with missing and OOV buckets.
 
-    Absent and empty values become `MISSING_TOKEN`. Every index is in
-    ``[0, vocabulary_size + NUM_OOV_BUCKETS)``.
+    Absent and empty values become `MISSING_TOKEN`, which is reserved as
+    index 0 even when the training split has no missing value, so a missing
+    id never shares the out-of-vocabulary index with an unseen one. Every
+    index is in ``[0, vocabulary_size + NUM_OOV_BUCKETS)``.
     """
     trimmed = tf.strings.strip(values)
     is_missing = tf.equal(trimmed, "")
@@ -89,6 +93,7 @@ def transform_ids(values: tf.Tensor, column: str) -> dict[str, tf.Tensor]:
         tokens,
         num_oov_buckets=NUM_OOV_BUCKETS,
         vocab_filename=vocabulary_name(column),
+        reserved_tokens=[MISSING_TOKEN],
     )
     return {
         index_name(column): indices,

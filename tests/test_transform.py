@@ -3,7 +3,7 @@
 One module-scoped fixture analyzes TRAIN_COLUMNS once, transforms TRAIN_COLUMNS
 and TEST_COLUMNS with the result, and writes the transform graph that the
 serving signature loads. Every expected value is worked out by hand from the
-tables below; ``None`` is an absent cell.
+tables below, where ``None`` is an absent cell.
 """
 
 from __future__ import annotations
@@ -97,17 +97,17 @@ TEST_COLUMNS = {
 }
 
 # Hand-computed statistics of the training split (finite present values only).
-# quantity: clip to [0, 1000] gives [9, 99, 0, 0, 1000, absent], log1p gives
-# [ln 10, ln 100, 0, 0, ln 1001]; min 0, max ln 1001, median ln 10.
+# quantity: clip to [0, 1000] gives [9, 99, 0, 0, 1000, absent], and log1p
+# gives [ln 10, ln 100, 0, 0, ln 1001]. So min 0, max ln 1001, median ln 10.
 QUANTITY_MAX = math.log(1001.0)
 QUANTITY_MEDIAN = math.log(10.0)
-# rating: [10, 20, 30]; median 20, so a missing value scales to
+# rating: [10, 20, 30] with median 20, so a missing value scales to
 # (20 - 10) / (30 - 10) = 0.5.
 RATING_MISSING = (20.0 - 10.0) / (30.0 - 10.0)
-# discount: [2, 4, 9]; mean 5, so a missing value scales to (5 - 2) / (9 - 2).
+# discount: [2, 4, 9] with mean 5, so a missing value scales to (5 - 2) / (9 - 2).
 DISCOUNT_MISSING = (5.0 - 2.0) / (9.0 - 2.0)
 # price: -2 (negative) and 200 (above max 100) become missing, leaving
-# [1, 3, 5]; median 3, so a missing value scales to (3 - 1) / (5 - 1) = 0.5.
+# [1, 3, 5] with median 3, so a missing value scales to (3 - 1) / (5 - 1) = 0.5.
 PRICE_MISSING = (3.0 - 1.0) / (5.0 - 1.0)
 
 FEATURE_SPEC = {
@@ -165,7 +165,7 @@ def transformed(tmp_path_factory):
             transform_fn,
         ) | tft_beam.TransformDataset()
         _ = transform_fn | tft_beam.WriteTransformFn(output_dir)
-    # WriteTransformFn leaves out the raw schema; TFX's Transform writes it
+    # WriteTransformFn leaves out the raw schema. TFX's Transform writes it
     # to the same folder, and raw_feature_spec() reads it from there.
     raw_metadata_dir = os.path.join(output_dir, tft.TFTransformOutput.RAW_METADATA_DIR)
     metadata_io.write_metadata(metadata, raw_metadata_dir)
@@ -224,7 +224,7 @@ def test_mean_skips_missing_values(transformed):
 
 
 def test_constant_impute_value(transformed):
-    # Rows: 2, absent, 12, absent, NaN, 4.5; min 2, max 12, impute_value 7.
+    # Rows: 2, absent, 12, absent, NaN, 4.5. Min 2, max 12, impute_value 7.
     imputed = (7.0 - 2.0) / (12.0 - 2.0)
     expected = [0.0, imputed, 1.0, imputed, imputed, (4.5 - 2.0) / (12.0 - 2.0)]
     assert _column(transformed.train, "weight_scaled") == _approx(expected)
@@ -280,7 +280,7 @@ def test_interaction_weight_mean_one(transformed):
 
 
 def test_negative_and_above_max_missing(transformed):
-    # Rows: 1, -2, 3, 200, 5, absent; -2 and 200 count as missing.
+    # Rows: 1, -2, 3, 200, 5, absent. Both -2 and 200 count as missing.
     assert _column(transformed.train, "price_missing") == [0, 1, 0, 1, 0, 1]
 
 
@@ -290,7 +290,7 @@ def test_negative_missing_scaling(transformed):
 
 
 def test_int_column_median(transformed):
-    # Rows: 20, 40, absent, 30, 30, 40; median 30, min 20, max 40.
+    # Rows: 20, 40, absent, 30, 30, 40. Median 30, min 20, max 40.
     expected = [0.0, 1.0, 0.5, 0.5, 0.5, 1.0]
     assert _column(transformed.train, "age_scaled") == _approx(expected)
 
@@ -318,22 +318,16 @@ def test_inf_indicator_at_transform_time(transformed):
 
 def test_above_training_max_clips(transformed):
     # rating 40 > 30, price 50 > 5 (within the declared max 100), age 100 > 40.
-    values = [
-        transformed.test[1]["rating_scaled"],
-        transformed.test[0]["price_scaled"],
-        transformed.test[0]["age_scaled"],
-    ]
-    assert values == [1.0, 1.0, 1.0]
+    assert transformed.test[1]["rating_scaled"] == 1.0
+    assert transformed.test[0]["price_scaled"] == 1.0
+    assert transformed.test[0]["age_scaled"] == 1.0
 
 
 def test_below_training_min_clips(transformed):
     # rating 5 < 10, price 0.5 < 1, age 10 < 20.
-    values = [
-        transformed.test[2]["rating_scaled"],
-        transformed.test[1]["price_scaled"],
-        transformed.test[2]["age_scaled"],
-    ]
-    assert values == [0.0, 0.0, 0.0]
+    assert transformed.test[2]["rating_scaled"] == 0.0
+    assert transformed.test[1]["price_scaled"] == 0.0
+    assert transformed.test[2]["age_scaled"] == 0.0
 
 
 def test_above_declared_max_clipped(transformed):
@@ -342,7 +336,7 @@ def test_above_declared_max_clipped(transformed):
 
 
 def test_constant_column_at_transform_time(transformed):
-    # Rows: 7, absent, 5; the contract holds for every value.
+    # Rows: 7, absent, 5. The 0.0 contract holds for unseen values too.
     assert _column(transformed.test, "stock_scaled") == [0.0, 0.0, 0.0]
 
 
@@ -359,9 +353,10 @@ def test_all_missing_indicator_at_transform_time(transformed):
 
 
 def test_vocabulary_by_frequency(transformed):
-    # u1 three times (after trimming), the missing token twice, u2 once.
+    # The missing token is reserved first. Then u1 (three times after
+    # trimming) and u2 (once), by frequency.
     vocabulary = transformed.output.vocabulary_by_name(tm.vocabulary_name("user"))
-    assert vocabulary == [b"u1", tm.MISSING_TOKEN.encode(), b"u2"]
+    assert vocabulary == [tm.MISSING_TOKEN.encode(), b"u1", b"u2"]
 
 
 def test_vocabulary_sizes(transformed):
@@ -369,29 +364,29 @@ def test_vocabulary_sizes(transformed):
         column: transformed.output.vocabulary_size_by_name(tm.vocabulary_name(column))
         for column in ("user", "item", "country")
     }
-    assert sizes == {"user": 3, "item": 3, "country": 2}
+    # Each vocabulary counts the reserved missing token: user has it plus u1
+    # and u2, item three items, country two countries.
+    assert sizes == {"user": 3, "item": 4, "country": 3}
 
 
 def test_padded_id_trimmed(transformed):
-    # "u1", " u1 " and "u1\t" are one id.
-    assert _column(transformed.train, "user_index")[:3] == [0, 0, 0]
+    # "u1", " u1 " and "u1\t" are one id, index 1 after the missing token.
+    assert _column(transformed.train, "user_index")[:3] == [1, 1, 1]
 
 
 def test_padded_id_at_transform_time(transformed):
-    # " u2 " and " i2 " map to u2 (index 2) and i2 (index 1).
-    values = [transformed.test[0]["user_index"], transformed.test[2]["item_index"]]
-    assert values == [2, 1]
+    # " u2 " maps to u2 (index 2) and " i2 " to i2 (index 2: the missing
+    # token, then i1, then i2).
+    assert transformed.test[0]["user_index"] == 2
+    assert transformed.test[2]["item_index"] == 2
 
 
 def test_missing_id_index(transformed):
     # Empty and absent ids in training, and an absent id at transform time,
-    # all map to the missing token at index 1.
-    values = [
-        transformed.train[4]["user_index"],
-        transformed.train[5]["user_index"],
-        transformed.test[1]["user_index"],
-    ]
-    assert values == [1, 1, 1]
+    # all map to the reserved missing token at index 0.
+    assert transformed.train[4]["user_index"] == 0
+    assert transformed.train[5]["user_index"] == 0
+    assert transformed.test[1]["user_index"] == 0
 
 
 def test_missing_id_indicator(transformed):
@@ -399,20 +394,18 @@ def test_missing_id_indicator(transformed):
 
 
 def test_unseen_id_maps_to_oov(transformed):
-    # The OOV index equals the vocabulary size (3 for user, 3 for item, 2 for country).
-    values = [
-        transformed.test[2]["user_index"],
-        transformed.test[0]["item_index"],
-        transformed.test[0]["country_index"],
-    ]
-    assert values == [3, 3, 2]
+    # The OOV index equals the vocabulary size: 3 for user, 4 for item and
+    # 3 for country.
+    assert transformed.test[2]["user_index"] == 3
+    assert transformed.test[0]["item_index"] == 4
+    assert transformed.test[0]["country_index"] == 3
 
 
 def test_missing_token_unseen_in_training(transformed):
-    # No item or country is missing in training, so the missing token has no
-    # vocabulary entry there and a missing value shares the OOV index.
-    values = [transformed.test[1]["item_index"], transformed.test[1]["country_index"]]
-    assert values == [3, 2]
+    # No item or country is missing in training, but the missing token is
+    # reserved, so a missing value gets index 0 and not the OOV index.
+    assert transformed.test[1]["item_index"] == 0
+    assert transformed.test[1]["country_index"] == 0
 
 
 def test_indices_within_range(transformed):
