@@ -8,8 +8,8 @@ every cell instead:
 - an empty cell or an NA token becomes an absent feature, counted as
   ``empty`` or ``na_token``;
 - in a float column `nan`, `inf`, `-inf` and `Infinity` stay non-finite
-  floats, counted as ``nan``, ``posinf`` or ``neginf``; so does a number
-  too large for float32, which the tf.Example would hold as inf;
+  floats, counted as ``nan``, ``posinf`` or ``neginf``. A number too large
+  for float32 counts as inf too, because the tf.Example holds it as inf;
 - a value that cannot be read as the column's type is counted as
   ``unreadable`` and left absent, so the column keeps its type;
 - a finite value outside the description's ``min``/``max`` is kept and
@@ -161,7 +161,13 @@ def _has_surrogates(text: str) -> bool:
 
 
 def parse_time(raw: Any, time_format: str) -> float | None:
-    """Returns seconds since the epoch (UTC) or None when unreadable."""
+    """Returns seconds since the epoch (UTC) or None when unreadable.
+
+    A string is read with `time_format`. A number, from a time column of
+    type int or float, is already seconds since the epoch.
+    """
+    if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+        return float(raw) if math.isfinite(raw) else None
     if not isinstance(raw, str):
         return None
     try:
@@ -241,9 +247,11 @@ def parse_csv_text(
         if time_column is not None:
             timestamp = parse_time(values.get(time_column), time_format)
             if timestamp is None and values.get(time_column) is not None:
-                # Present but not a time in the declared format.
+                # Present but not a time in the declared format, or a NaN or
+                # inf in a numeric time column, which is already counted.
                 values[time_column] = None
-                findings.append((time_column, "unreadable"))
+                if all(name != time_column for name, _ in findings):
+                    findings.append((time_column, "unreadable"))
         yield ParsedRow(values, findings, timestamp, line_ref)
 
 

@@ -95,6 +95,26 @@ def _repair_text(column: dict[str, Any], counts: dict[str, int], rows: int) -> s
     return "; ".join(parts) + "." if parts else ""
 
 
+def _empty_split_advice(split: str, rows: int, total_rows: int) -> str:
+    # ExampleGen puts the rows of the latest eval_fraction of the time range
+    # into eval and the rest, with the rows that have no readable time, into
+    # train. So an empty train split means that every row has the same time,
+    # and an empty eval split that no row has a readable time.
+    if total_rows == 0:
+        return "No data row was read: the files contain only headers or malformed rows."
+    if rows == 0 and split == "train":
+        return (
+            "Every row has the same time, so all rows are in the eval time "
+            "range; add data from earlier times."
+        )
+    if rows == 0 and split == "eval":
+        return (
+            "No row has a time readable with split.time_format, so every row "
+            "is in train; check the time column and split.time_format."
+        )
+    return "Add data that covers the eval time range or change split.eval_fraction."
+
+
 def decide(
     description: dict[str, Any],
     split_rows: dict[str, int],
@@ -173,8 +193,8 @@ def decide(
                 rows,
                 0.0,
                 f"split {split} has {rows} rows; at least "
-                f"{policy['min_rows_per_split']} are needed. Add data that covers "
-                "the eval time range or change split.eval_fraction.",
+                f"{policy['min_rows_per_split']} are needed. "
+                + _empty_split_advice(split, rows, total_rows),
             )
 
     for split, rows in sorted(split_rows.items()):
@@ -199,7 +219,7 @@ def decide(
                     reasons.append(text)
                     block(name, split, kind, count, fraction, text)
 
-            if name in missing_columns and role != "other":
+            if name in missing_columns:
                 files = missing_columns[name]
                 text = (
                     f"column missing from {len(files)} file(s): "

@@ -1,0 +1,328 @@
+"""Unit tests for cell and row parsing (components/csv_parsing.py).
+
+Every expected value is written by hand. The float column has the range of
+UnitPrice in data/online_retail.yaml (0 to 100,000), the int column a range
+of 0 to 10.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import tensorflow as tf
+
+from components.csv_parsing import (
+    ColumnSpec,
+    FileFinding,
+    MalformedRow,
+    ParsedRow,
+    decode_file_bytes,
+    parse_cell,
+    parse_csv_text,
+)
+from components.ingest import _line_sort_key, _to_example
+
+NA_TOKENS = frozenset(["NA", "N/A", "n/a", "?", "null", "NULL", "None", "-"])
+PRICE = ColumnSpec("UnitPrice", "float", min=0.0, max=100000.0)
+COUNT = ColumnSpec("Count", "int", min=0, max=10)
+WIDE_INT = ColumnSpec("Wide", "int")
+TEXT = ColumnSpec("Country", "string")
+
+COLUMNS = [
+    ColumnSpec("StockCode", "string"),
+    ColumnSpec("InvoiceDate", "string"),
+    PRICE,
+    ColumnSpec("Country", "string"),
+]
+HEADER = "StockCode,InvoiceDate,UnitPrice,Country\n"
+TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+
+
+def parse(text: str, columns=COLUMNS, file_name: str = "f.csv") -> list:
+    return list(
+        parse_csv_text(text, file_name, columns, NA_TOKENS, "InvoiceDate", TIME_FORMAT)
+    )
+
+
+def rows_of(items: list) -> list[ParsedRow]:
+    return [item for item in items if isinstance(item, ParsedRow)]
+
+
+# (raw cell, column, expected value, expected kind). NaN is compared with
+# math.isnan below, because nan != nan.
+CELL_CASES = [
+    ("", PRICE, None, "empty"),
+    ("   ", PRICE, None, "empty"),
+    (" NA ", PRICE, None, "na_token"),
+    ("\tN/A", PRICE, None, "na_token"),
+    ("n/a  ", PRICE, None, "na_token"),
+    (" ? ", PRICE, None, "na_token"),
+    (" null", PRICE, None, "na_token"),
+    ("NULL ", PRICE, None, "na_token"),
+    ("  None  ", PRICE, None, "na_token"),
+    (" - ", PRICE, None, "na_token"),
+    ("nan", PRICE, math.nan, "nan"),
+    ("NaN", PRICE, math.nan, "nan"),
+    (" nan ", PRICE, math.nan, "nan"),
+    ("inf", PRICE, math.inf, "posinf"),
+    ("Infinity", PRICE, math.inf, "posinf"),
+    ("+inf", PRICE, math.inf, "posinf"),
+    ("-inf", PRICE, -math.inf, "neginf"),
+    ("-Infinity", PRICE, -math.inf, "neginf"),
+    # Finite as a double, inf once stored as float32 in the tf.Example.
+    ("1e39", PRICE, math.inf, "posinf"),
+    ("-1e39", PRICE, -math.inf, "neginf"),
+    ("2.55", PRICE, 2.55, None),
+    (" 3 ", PRICE, 3.0, None),
+    ("0", PRICE, 0.0, None),
+    ("100000", PRICE, 100000.0, None),
+    ("-0.01", PRICE, -0.01, "out_of_range"),
+    ("100000.5", PRICE, 100000.5, "out_of_range"),
+    ("abc", PRICE, None, "unreadable"),
+    ("1,5", PRICE, None, "unreadable"),
+    ("1_000", PRICE, None, "unreadable"),
+    ("١٢", PRICE, None, "unreadable"),
+    ("2.5\udcff", PRICE, None, "unreadable"),
+    ("3", COUNT, 3, None),
+    ("3.0", COUNT, 3, None),
+    ("1e1", COUNT, 10, None),
+    ("11", COUNT, 11, "out_of_range"),
+    ("-1", COUNT, -1, "out_of_range"),
+    ("3.5", COUNT, None, "unreadable"),
+    ("abc", COUNT, None, "unreadable"),
+    ("nan", COUNT, None, "nan"),
+    ("inf", COUNT, None, "posinf"),
+    ("-inf", COUNT, None, "neginf"),
+    (" NA ", COUNT, None, "na_token"),
+    ("", COUNT, None, "empty"),
+    ("9007199254740993", WIDE_INT, 9007199254740993, None),
+    ("9223372036854775807", WIDE_INT, 9223372036854775807, None),
+    ("9223372036854775808", WIDE_INT, None, "unreadable"),
+    ("United Kingdom", TEXT, "United Kingdom", None),
+    (" EIRE ", TEXT, " EIRE ", None),
+    ("nan", TEXT, "nan", None),
+    ("inf", TEXT, "inf", None),
+    ("abc", TEXT, "abc", None),
+    (" None ", TEXT, None, "na_token"),
+    ("-", TEXT, None, "na_token"),
+    ("", TEXT, None, "empty"),
+    ("Caf\udce9", TEXT, None, "unreadable"),
+]
+
+
+@pytest.mark.parametrize(
+    "raw, column, value, kind",
+    CELL_CASES,
+    ids=[f"{c[1].type}-{c[0]!r}" for c in CELL_CASES],
+)
+def test_parse_cell_kind(raw, column, value, kind):
+    parsed_value, parsed_kind = parse_cell(raw, column, NA_TOKENS)
+    assert parsed_kind == kind
+    if isinstance(value, float) and math.isnan(value):
+        assert math.isnan(parsed_value)
+    else:
+        assert parsed_value == value
+    assert type(parsed_value) is type(value)
+
+
+def test_na_tokens_are_configurable():
+    tokens = frozenset(["missing"])
+    assert parse_cell(" missing ", TEXT, tokens) == (None, "na_token")
+    assert parse_cell("NA", TEXT, tokens) == ("NA", None)
+    assert parse_cell("NA", PRICE, tokens) == (None, "unreadable")
+
+
+def test_rows_get_line_numbers():
+    text = HEADER + "A1,2010-12-01 08:00:00,1.5,UK\n\nA2,2010-12-01 09:00:00,2.5,UK\n"
+    rows = rows_of(parse(text))
+    assert [row.line_ref for row in rows] == ["f.csv:2", "f.csv:4"]
+
+
+def test_row_values_and_findings():
+    text = (
+        HEADER
+        + "A1,2010-12-01 08:00:00, NA ,UK\n"
+        + "A2,2010-12-01 09:00:00,nan,\n"
+        + "A3,2010-12-01 10:00:00,abc,FR\n"
+    )
+    rows = rows_of(parse(text))
+    assert rows[0].values["UnitPrice"] is None
+    assert rows[0].findings == [("UnitPrice", "na_token")]
+    assert math.isnan(rows[1].values["UnitPrice"])
+    assert rows[1].values["Country"] is None
+    assert rows[1].findings == [("UnitPrice", "nan"), ("Country", "empty")]
+    assert rows[2].values["UnitPrice"] is None
+    assert rows[2].findings == [("UnitPrice", "unreadable")]
+    assert rows[2].values["Country"] == "FR"
+
+
+def test_row_timestamp_is_utc():
+    rows = rows_of(parse(HEADER + "A1,2010-12-01 08:26:00,1.5,UK\n"))
+    # 2010-12-01T08:26:00Z, counted by hand from 2010-12-01T00:00:00Z = 1291161600.
+    assert rows[0].timestamp == 1291161600 + 8 * 3600 + 26 * 60
+
+
+def test_unreadable_time_is_absent():
+    rows = rows_of(parse(HEADER + "A1,yesterday,1.5,UK\n"))
+    assert rows[0].timestamp is None
+    assert rows[0].values["InvoiceDate"] is None
+    assert rows[0].findings == [("InvoiceDate", "unreadable")]
+
+
+def test_missing_time_has_no_timestamp():
+    rows = rows_of(parse(HEADER + "A1, NA ,1.5,UK\n"))
+    assert rows[0].timestamp is None
+    assert rows[0].findings == [("InvoiceDate", "na_token")]
+
+
+def test_numeric_time_is_epoch_seconds():
+    columns = [ColumnSpec("StockCode", "string"), ColumnSpec("InvoiceDate", "int")]
+    text = "StockCode,InvoiceDate\nA1,1291191960\nA2,nan\nA3,soon\n"
+    rows = rows_of(parse(text, columns))
+    assert rows[0].timestamp == 1291191960.0
+    assert rows[0].values["InvoiceDate"] == 1291191960
+    assert rows[0].findings == []
+    assert rows[1].timestamp is None
+    assert rows[1].findings == [("InvoiceDate", "nan")]
+    assert rows[2].timestamp is None
+    assert rows[2].findings == [("InvoiceDate", "unreadable")]
+
+
+def test_float_time_nan_counted_once():
+    columns = [ColumnSpec("StockCode", "string"), ColumnSpec("InvoiceDate", "float")]
+    rows = rows_of(parse("StockCode,InvoiceDate\nA1,inf\n", columns))
+    assert rows[0].values["InvoiceDate"] is None
+    assert rows[0].findings == [("InvoiceDate", "posinf")]
+
+
+def test_header_missing_column():
+    text = "StockCode,InvoiceDate,UnitPrice\nA1,2010-12-01 08:00:00,1.5\n"
+    items = parse(text)
+    findings = [item for item in items if isinstance(item, FileFinding)]
+    assert [(f.file, f.kind, f.column) for f in findings] == [
+        ("f.csv", "missing_column", "Country")
+    ]
+    rows = rows_of(items)
+    assert rows[0].values["Country"] is None
+    assert rows[0].findings == [("Country", "absent")]
+
+
+def test_header_unexpected_column():
+    text = (
+        "StockCode,InvoiceDate,Discount,UnitPrice,Country\n"
+        "A1,2010-12-01 08:00:00,abc,1.5,UK\n"
+    )
+    items = parse(text)
+    findings = [item for item in items if isinstance(item, FileFinding)]
+    assert [(f.kind, f.column) for f in findings] == [("unexpected_column", "Discount")]
+    rows = rows_of(items)
+    assert "Discount" not in rows[0].values
+    assert rows[0].findings == []
+    assert rows[0].values["UnitPrice"] == 1.5
+
+
+def test_header_order_is_free():
+    text = "Country,UnitPrice,InvoiceDate,StockCode\nUK,1.5,2010-12-01 08:00:00,A1\n"
+    rows = rows_of(parse(text))
+    assert rows[0].values == {
+        "StockCode": "A1",
+        "InvoiceDate": "2010-12-01 08:00:00",
+        "UnitPrice": 1.5,
+        "Country": "UK",
+    }
+
+
+def test_wrong_field_count_is_malformed():
+    text = (
+        HEADER
+        + "A1,2010-12-01 08:00:00,1.5,UK\n"
+        + "A2,2010-12-01 09:00:00,2.5\n"
+        + "A3,2010-12-01 10:00:00,2.5,UK,extra\n"
+    )
+    items = parse(text)
+    malformed = [item for item in items if isinstance(item, MalformedRow)]
+    assert [(m.line_ref, m.reason) for m in malformed] == [
+        ("f.csv:3", "expected 4 fields, found 3"),
+        ("f.csv:4", "expected 4 fields, found 5"),
+    ]
+    assert [row.line_ref for row in rows_of(items)] == ["f.csv:2"]
+
+
+def test_csv_error_is_malformed():
+    huge = "x" * (200 * 1024)  # Above the csv module's default field limit.
+    text = HEADER + f"A1,2010-12-01 08:00:00,1.5,{huge}\nA2,2010-12-01 09:00:00,2.5,UK\n"
+    items = parse(text)
+    malformed = [item for item in items if isinstance(item, MalformedRow)]
+    assert [m.line_ref for m in malformed] == ["f.csv:2"]
+    assert malformed[0].reason.startswith("CSV error: field larger than field limit")
+    assert [row.line_ref for row in rows_of(items)] == ["f.csv:3"]
+
+
+def test_multiline_field_first_line():
+    text = (
+        HEADER
+        + 'A1,2010-12-01 08:00:00,1.5,"United\nKingdom"\n'
+        + "A2,2010-12-01 09:00:00,abc,UK\n"
+    )
+    rows = rows_of(parse(text))
+    assert rows[0].values["Country"] == "United\nKingdom"
+    assert [row.line_ref for row in rows] == ["f.csv:2", "f.csv:4"]
+
+
+def test_empty_file_finding():
+    items = parse("")
+    assert [(f.kind, f.file) for f in items] == [("empty_file", "f.csv")]
+
+
+def test_invalid_utf8_string_unreadable():
+    data = (HEADER + "A1,2010-12-01 08:00:00,1.5,Caf").encode() + b"\xe9\n"
+    rows = rows_of(parse(decode_file_bytes(data)))
+    assert rows[0].values["Country"] is None
+    assert rows[0].findings == [("Country", "unreadable")]
+
+
+def test_invalid_utf8_float_unreadable():
+    data = (HEADER + "A1,2010-12-01 08:00:00,1.5").encode() + b"\xff,UK\n"
+    rows = rows_of(parse(decode_file_bytes(data)))
+    assert rows[0].findings == [("UnitPrice", "unreadable")]
+
+
+def test_decode_strips_bom():
+    text = decode_file_bytes(b"\xef\xbb\xbf" + HEADER.encode())
+    assert text == HEADER
+
+
+def test_example_omits_absent_features():
+    rows = rows_of(parse(HEADER + "A1,2010-12-01 08:00:00, NA ,\n"))
+    types = {c.name: c.type for c in COLUMNS}
+    example = tf.train.Example.FromString(_to_example(rows[0], types))
+    assert sorted(example.features.feature) == ["InvoiceDate", "StockCode"]
+
+
+def test_example_keeps_non_finite():
+    text = HEADER + "A1,2010-12-01 08:00:00,nan,UK\nA2,2010-12-01 09:00:00,-inf,UK\n"
+    rows = rows_of(parse(text))
+    types = {c.name: c.type for c in COLUMNS}
+    first = tf.train.Example.FromString(_to_example(rows[0], types))
+    second = tf.train.Example.FromString(_to_example(rows[1], types))
+    assert math.isnan(first.features.feature["UnitPrice"].float_list.value[0])
+    assert second.features.feature["UnitPrice"].float_list.value[0] == -math.inf
+
+
+def test_example_holds_float32_overflow_as_inf():
+    value, kind = parse_cell("1e39", PRICE, NA_TOKENS)
+    row = ParsedRow({"UnitPrice": value}, [("UnitPrice", kind)], None, "f.csv:2")
+    example = tf.train.Example.FromString(_to_example(row, {"UnitPrice": "float"}))
+    assert example.features.feature["UnitPrice"].float_list.value[0] == math.inf
+
+
+def test_sample_order_numeric():
+    refs = ["b.csv:2", "a.csv:12", "a.csv:3: CSV error: x", "a.csv:100"]
+    assert sorted(refs, key=_line_sort_key) == [
+        "a.csv:3: CSV error: x",
+        "a.csv:12",
+        "a.csv:100",
+        "b.csv:2",
+    ]
+
