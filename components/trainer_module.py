@@ -296,7 +296,9 @@ def _serving_signatures(model, tf_transform_output, description, names, k):
 
 
 def _guard_config(custom_config) -> guarded_loop.GuardConfig:
-    settings = dict(custom_config.get("guard", {}))
+    """Returns the loop's guards: the description's, then the run's overrides."""
+    settings = dict(custom_config["description"].get("model", {}).get("guard", {}))
+    settings.update(custom_config.get("guard", {}))
     return guarded_loop.GuardConfig(**settings)
 
 
