@@ -39,7 +39,7 @@ SCHEMA_FILE = "schema.pbtxt"
 class GateReport(types.Artifact):
     """Folder with the gate's report.json, report.md and report.html."""
 
-    TYPE_NAME = "RecguardGateReport"
+    TYPE_NAME = "recguard.GateReport"
 
 
 class GateBlockedError(RuntimeError):

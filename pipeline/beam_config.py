@@ -1,9 +1,10 @@
 """Beam pipeline arguments: named presets for the runners people use.
 
-Every Beam-based component (ExampleGen, StatisticsGen, SchemaGen,
-ExampleValidator, Transform) receives the same arguments, so the data stages
-move from the in-process DirectRunner to a cluster by configuration. The
-Trainer scales with `tf.distribute`, not Beam.
+Every Beam-based component (ExampleGen, StatisticsGen, Transform) receives
+the same arguments, so the data stages move from the in-process DirectRunner
+to a cluster by configuration. `create_pipeline(component_beam_args=...)`
+adds arguments for one of them. SchemaGen, ExampleValidator and the Trainer
+do not run Beam. docs/scaling.md has the commands for each runner.
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ import os
 # of worker processes. Cluster presets carry only the runner-specific flags
 # that never change; the address, project, region and staging location come
 # from the user as extra --beam-arg flags (docs/scaling.md shows them).
+# LOOPBACK runs the Python code of every stage in the launching process, so
+# the cluster must be able to connect back to this machine. To run that code
+# on the cluster, pass --environment_type=DOCKER and --environment_config=IMAGE.
 PRESETS: dict[str, list[str]] = {
     "local": ["--direct_running_mode=in_memory", "--direct_num_workers=1"],
     "multiprocess": [

@@ -123,6 +123,11 @@ def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
         "(default: %(default)s)",
     )
     parser.add_argument(
+        "--pipeline-root",
+        help="folder or gs:// path for the components' artifacts; workers on Dataflow "
+        "or a cluster must be able to read it (default: OUT/pipeline_root)",
+    )
+    parser.add_argument(
         "--beam-preset",
         default="local",
         help="Beam runner preset: local (in-process DirectRunner), multiprocess "
@@ -164,6 +169,25 @@ def _parse_component_args(values: list[str]) -> dict[str, list[str]]:
     return result
 
 
+def _absolute_unless_uri(path: str | None) -> str | None:
+    if not path or "://" in path:
+        return path
+    return os.path.abspath(path)
+
+
+def _resolve_data_dir(path: str) -> str | None:
+    """Returns the absolute data folder, or None when it does not exist.
+
+    A path with a scheme (gs://, s3://) is checked through tf.io.gfile.
+    """
+    if "://" in path:
+        import tensorflow as tf
+
+        return path if tf.io.gfile.isdir(path) else None
+    path = os.path.abspath(path)
+    return path if os.path.isdir(path) else None
+
+
 def _run_pipeline(args, stop_after_gate: bool) -> int:
     from pipeline import beam_config, runner, summary
 
@@ -172,10 +196,11 @@ def _run_pipeline(args, stop_after_gate: bool) -> int:
     except DescriptionError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_FAILED
-    data_dir = os.path.abspath(args.data or description.data_dir)
-    if not os.path.isdir(data_dir):
+    data_dir = _resolve_data_dir(args.data or description.data_dir)
+    if data_dir is None:
         print(
-            f"error: data folder {data_dir} not found; pass --data with a folder of CSV files",
+            f"error: data folder {args.data or description.data_dir} not found; "
+            "pass --data with a folder of CSV files",
             file=sys.stderr,
         )
         return EXIT_FAILED
@@ -195,6 +220,7 @@ def _run_pipeline(args, stop_after_gate: bool) -> int:
             description=description,
             data_dir=data_dir,
             out_dir=out,
+            pipeline_root=_absolute_unless_uri(args.pipeline_root),
             schema_path=args.schema,
             train_steps=getattr(args, "steps", 0) or None,
             beam_pipeline_args=beam_args,
@@ -290,6 +316,8 @@ def _cmd_compile(args) -> int:
         pipeline_root=args.pipeline_root,
         data_dir=args.data or description.data_dir,
         beam_pipeline_args=args.beam_arg,
+        component_beam_args=_parse_component_args(args.component_beam_arg),
+        schema_path=args.schema or "",
         image=args.image,
     )
     print(f"wrote the Vertex AI pipeline spec to {path}")
@@ -351,6 +379,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compile_cmd.add_argument("--image", default="", help="container image with recguard installed")
     compile_cmd.add_argument("--beam-arg", action="append", default=[], help="Beam argument; repeatable")
+    compile_cmd.add_argument(
+        "--component-beam-arg",
+        action="append",
+        default=[],
+        metavar="NODE:FLAG=VALUE",
+        help="Beam argument for one component only; repeatable",
+    )
+    compile_cmd.add_argument(
+        "--schema",
+        help="curated schema as the containers see it, e.g. gs://bucket/schema.pbtxt "
+        "(default: schema/schema.pbtxt of this checkout)",
+    )
     compile_cmd.set_defaults(handler=_cmd_compile)
     return parser
 

@@ -17,6 +17,9 @@ PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COMPONENTS_DIR = os.path.join(PACKAGE_ROOT, "components")
 TRANSFORM_MODULE = os.path.join(COMPONENTS_DIR, "transform_module.py")
 TRAINER_MODULE = os.path.join(COMPONENTS_DIR, "trainer_module.py")
+# The same user code by import path, for images that have recguard installed.
+PREPROCESSING_FN = "components.transform_module.preprocessing_fn"
+RUN_FN = "components.trainer_module.run_fn"
 DEFAULT_SCHEMA = os.path.join(PACKAGE_ROOT, "schema", "schema.pbtxt")
 
 # Node ids, in execution order; the CLI's summary and the tests use them.
@@ -33,6 +36,8 @@ NODE_IDS = (
     "Pusher",
 )
 STOP_AFTER_GATE = NODE_IDS[: NODE_IDS.index("AnomalyGate") + 1]
+# Only these nodes run a Beam pipeline, so only they take Beam arguments.
+BEAM_NODE_IDS = ("ExampleGen", "StatisticsGen", "Transform")
 
 
 def create_pipeline(
@@ -52,6 +57,7 @@ def create_pipeline(
     stop_after_gate: bool = False,
     enable_cache: bool = True,
     metadata_connection_config=None,
+    package_user_modules: bool = True,
 ) -> tfx.dsl.Pipeline:
     """Builds the pipeline.
 
@@ -66,13 +72,26 @@ def create_pipeline(
             `metadata_connection_config` is given.
         report_dir: extra folder where the gate writes its report.
         train_steps: training steps of the guarded loop.
-        beam_pipeline_args: Beam arguments for every Beam-based component.
-        component_beam_args: per node id, arguments appended to those.
+        beam_pipeline_args: Beam arguments for every Beam-based component
+            (ExampleGen, StatisticsGen, Transform).
+        component_beam_args: per node id, arguments that TFX appends to
+            `beam_pipeline_args` for that node only, so a flag given here
+            overrides the pipeline-wide one.
         guard: `GuardConfig` fields for the Trainer's loop.
         stop_after_gate: build only the nodes up to the anomaly gate.
         enable_cache: reuse results of unchanged inputs (TFX caching).
         metadata_connection_config: a metadata store connection (for
             orchestrators that bring their own, such as Vertex AI).
+        package_user_modules: pass the Transform and Trainer code as module
+            files, which TFX packages into its user-module wheel under
+            ``pipeline_root/_wheels`` and ships to Beam workers with
+            ``--extra_package``. False passes them by import path
+            (`PREPROCESSING_FN`, `RUN_FN`) instead, for images that have
+            recguard installed; no wheel is built then.
+
+    Raises:
+        ValueError: when `component_beam_args` names a node that does not
+            run Beam.
     """
     description_dict = description.to_dict()
     description_dict["data_dir"] = data_dir
@@ -104,14 +123,24 @@ def create_pipeline(
     nodes = [example_gen, statistics_gen, schema_gen, import_schema, example_validator, gate]
 
     if not stop_after_gate:
+        if package_user_modules:
+            transform_code = {"module_file": TRANSFORM_MODULE}
+            trainer_code = {"module_file": TRAINER_MODULE}
+        else:
+            transform_code = {"preprocessing_fn": PREPROCESSING_FN}
+            trainer_code = {"run_fn": RUN_FN}
         transform = tfx.components.Transform(
             examples=example_gen.outputs["examples"],
             schema=gate.outputs["schema"],
-            module_file=TRANSFORM_MODULE,
+            **transform_code,
             splits_config=tfx.proto.SplitsConfig(
                 analyze=["train"], transform=["train", "eval"]
             ),
             custom_config={"description": description_dict},
+            # Transform's own pre- and post-transform statistics cost two more
+            # passes over the data and check nothing the pipeline acts on:
+            # PostTransformGate counts non-finite outputs in every split.
+            disable_statistics=True,
         )
         post_gate = PostTransformGate(
             transformed_examples=transform.outputs["transformed_examples"],
@@ -119,7 +148,7 @@ def create_pipeline(
             report_dir=report_dir,
         )
         trainer = tfx.components.Trainer(
-            module_file=TRAINER_MODULE,
+            **trainer_code,
             examples=post_gate.outputs["checked_examples"],
             transform_graph=transform.outputs["transform_graph"],
             schema=gate.outputs["schema"],
@@ -137,11 +166,7 @@ def create_pipeline(
         )
         nodes += [transform, post_gate, trainer, pusher]
 
-    per_node = component_beam_args or {}
-    for node in nodes:
-        extra = per_node.get(node.id)
-        if extra and hasattr(node, "with_beam_pipeline_args"):
-            node.with_beam_pipeline_args(list(beam_pipeline_args or []) + list(extra))
+    _add_component_beam_args(nodes, component_beam_args or {})
 
     if metadata_connection_config is None and metadata_path:
         metadata_connection_config = tfx.orchestration.metadata.sqlite_metadata_connection_config(
@@ -155,3 +180,22 @@ def create_pipeline(
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=list(beam_pipeline_args or []),
     )
+
+
+def _add_component_beam_args(nodes: list, component_beam_args: dict[str, list[str]]) -> None:
+    """Gives each node listed in `component_beam_args` its own Beam arguments.
+
+    TFX puts the pipeline-wide arguments in front of a node's own ones, so
+    only the node's arguments are added here. A Beam node that is not built
+    (Transform when `stop_after_gate` is set) is skipped.
+    """
+    by_id = {node.id: node for node in nodes}
+    for node_id, args in component_beam_args.items():
+        if node_id not in BEAM_NODE_IDS:
+            raise ValueError(
+                f"cannot set Beam arguments for node {node_id!r}: only "
+                f"{', '.join(BEAM_NODE_IDS)} run Beam"
+            )
+        node = by_id.get(node_id)
+        if node is not None:
+            node.with_beam_pipeline_args(list(args))

@@ -26,6 +26,7 @@ def run(
     description: Description,
     data_dir: str,
     out_dir: str,
+    pipeline_root: str | None = None,
     schema_path: str | None = None,
     train_steps: int | None = None,
     beam_pipeline_args: list[str] | None = None,
@@ -45,7 +46,7 @@ def run(
     steps = train_steps or int(description.model.get("train_steps", 1000))
     built = pipeline_module.create_pipeline(
         pipeline_name=f"recguard-{description.name}".replace("_", "-"),
-        pipeline_root=paths["pipeline_root"],
+        pipeline_root=pipeline_root or paths["pipeline_root"],
         data_dir=data_dir,
         description=description,
         schema_path=schema_path or pipeline_module.DEFAULT_SCHEMA,
