@@ -371,7 +371,12 @@ class GuardedLoop:
         self._variables: list[tf.Variable] = []
         self._built = False
         step_fn = self._guarded_step if self._config.guards else self._unguarded_step
-        self._compiled_step = tf.function(step_fn, reduce_retracing=True)
+        # The step branches with tf.cond itself, so AutoGraph has nothing to
+        # convert. Skipping it cut the first step's tracing from 11.6 s to
+        # 1.8 s of CPU in bench/trace_first_step.py on a 2-core machine.
+        self._compiled_step = tf.function(
+            step_fn, reduce_retracing=True, autograph=False
+        )
 
     @property
     def config(self) -> GuardConfig:

@@ -187,9 +187,12 @@ def ranking_metrics(
 
 
 def _auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    metric = tf_keras.metrics.AUC()
-    metric.update_state(labels, scores)
-    return float(metric.result().numpy())
+    """Returns the exact ROC AUC, or 0.5 when only one class is present."""
+    from sklearn.metrics import roc_auc_score
+
+    if len(np.unique(labels)) < 2:
+        return 0.5
+    return float(roc_auc_score(labels, scores))
 
 
 def evaluate(model, names, train, eval_, num_items, missing_user_index, k, negatives, seed):
