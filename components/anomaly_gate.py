@@ -43,7 +43,7 @@ class GateReport(types.Artifact):
 
 
 class GateBlockedError(RuntimeError):
-    """Raised when the data breaks the contract; names every blocking finding."""
+    """Raised when the data breaks the contract. Names every blocking finding."""
 
 
 def _anomaly_type_name(reason) -> str:
@@ -187,7 +187,7 @@ def AnomalyGate(
     """Decides pass or block for the data, writes the report, passes the contract.
 
     Args:
-        examples: ExampleGen output; its ``ingest/`` folder holds the counts.
+        examples: ExampleGen output, whose ``ingest/`` folder contains the counts.
         statistics: StatisticsGen output for the same examples.
         anomalies: ExampleValidator output against the curated contract.
         contract: the curated schema (ImportSchemaGen output).

@@ -128,7 +128,7 @@ def decide(
     """Builds the gate's report: a decision per feature and split.
 
     Args:
-        description: `Description.to_dict()`; its ``policy`` holds the limits.
+        description: `Description.to_dict()`, whose ``policy`` contains the limits.
         split_rows: rows per split.
         cell_counts: ``{(split, column): {kind: count}}`` from ExampleGen.
         sample_lines: ``{(split, column): {kind: ["file.csv:12", ...]}}``.

@@ -6,7 +6,7 @@ output artifact) with an executor that
 - parses cells with `components.csv_parsing`, so empty cells and NA tokens
   become absent features and `nan`/`inf` stay non-finite floats;
 - splits by time: rows in the latest ``eval_fraction`` of the time range go
-  to ``eval``, so evaluation never sees interactions older than training;
+  to ``eval``, so no training interaction is newer than an evaluated one;
 - writes ``ingest/findings-*.jsonl`` into the Examples artifact: per split
   and column, the count of each finding kind with sample line numbers, rows
   per split, malformed rows and file-level findings. The anomaly gate reads
@@ -149,9 +149,9 @@ def _line_sort_key(line_ref: str):
 
 
 def _assign_split(row: csv_parsing.ParsedRow, cutoff: float | None) -> str:
-    # A row without a readable time cannot be placed by time; it trains and
-    # its time column is counted as unreadable or missing, which the gate's
-    # policy for the time role judges.
+    # A row without a readable time cannot be placed by time, so it goes to
+    # train. Its time column is counted as unreadable or missing, and the
+    # gate's policy for the time role decides whether that blocks.
     if cutoff is None or row.timestamp is None:
         return "train"
     return "eval" if row.timestamp >= cutoff else "train"

@@ -27,7 +27,7 @@ CHECK_FILE = "post_transform_check.json"
 
 
 class NonFiniteTransformOutputError(RuntimeError):
-    """Raised when a transformed feature holds NaN or inf."""
+    """Raised when a transformed feature contains NaN or inf."""
 
 
 def count_non_finite(

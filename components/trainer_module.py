@@ -1,9 +1,10 @@
 """Trainer module: an embedding recommender trained with the guarded loop.
 
-TFX's Trainer calls `run_fn`. The model scores a (user, item) pair as the
-dot product of a user vector (user embedding plus the embeddings of the
-categorical features) and an item embedding, plus an item bias and a linear
-term on the scaled numeric features and missing indicators. Data with only
+TFX's Trainer calls `run_fn`. The model's logit for a (user, item) pair is
+the dot product of a user vector and an item embedding, plus an item bias
+and a linear term on the scaled numeric features and missing indicators.
+The user vector is the user embedding plus the embeddings of the
+categorical features. Data with only
 positive interactions is trained against sampled negative items, with the
 positive rows weighted by the scaled interaction count.
 
@@ -288,7 +289,7 @@ def _serving_signatures(model, tf_transform_output, description, names, k):
         users = model.user_table.lookup(tokens)
         features = {names["user"]: users}
         for name in names["categorical"]:
-            # Categorical user features are unknown here; their OOV row stands in.
+            # Categorical user features are unknown here, so their OOV row is used.
             size = model.categorical_embeddings[model.categorical_names.index(name)].input_dim
             features[name] = tf.fill(tf.shape(users), tf.constant(size - 1, tf.int64))
         logits = model.score_all_items(features)[:, :num_items]
