@@ -35,7 +35,7 @@ try:
     from components import transform_module as tm
 except ImportError:
     # TFX ships this file to remote workers in its user-module wheel, which
-    # holds the files of this folder as top-level modules.
+    # contains the files of this folder as top-level modules.
     import guarded_loop  # type: ignore[no-redef]
     import transform_module as tm  # type: ignore[no-redef]
 
