@@ -157,7 +157,9 @@ def build_report(
 
 def blocking_message(result: dict[str, Any], report_path: str) -> str:
     """Returns the error text that names every blocking finding."""
-    lines = [f"The anomaly gate blocked the run ({len(result['blocking'])} findings):"]
+    count = len(result["blocking"])
+    noun = "finding" if count == 1 else "findings"
+    lines = [f"The anomaly gate blocked the run ({count} blocking {noun}):"]
     for item in result["blocking"]:
         column = item["feature"] or "(dataset)"
         lines.append(

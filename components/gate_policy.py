@@ -209,17 +209,25 @@ def decide(
             non_finite = sum(counts[k] for k in NON_FINITE_KINDS)
             reasons = []
 
-            def check(kind, count, limit, what):
+            samples = sample_lines.get((split, name), {})
+
+            def check(kind, count, limit, what, limit_name, sample_kinds):
                 fraction = _fraction(count, rows)
                 if count and fraction > limit:
+                    lines = sorted(
+                        {line for k in sample_kinds for line in samples.get(k, [])}
+                    )[:3]
+                    where = f", first at {', '.join(lines)}" if lines else ""
                     text = (
-                        f"{count:,} {what} ({_percent(fraction)}) exceed the "
-                        f"{role} limit of {_percent(limit)}"
+                        f"{count:,} {what} ({_percent(fraction)}) exceed the limit "
+                        f"{limit_name} = {_percent(limit)}{where}"
                     )
                     reasons.append(text)
                     block(name, split, kind, count, fraction, text)
 
-            if name in missing_columns:
+            # Block only the splits that received rows from the files
+            # without the column.
+            if name in missing_columns and counts["absent"]:
                 files = missing_columns[name]
                 text = (
                     f"column missing from {len(files)} file(s): "
@@ -227,22 +235,38 @@ def decide(
                 )
                 reasons.append(text)
                 block(name, split, "missing_column", counts["absent"], fractions["absent"], text)
-            check("missing", missing, max_missing, "missing values")
-            check("non_finite", non_finite, max_non_finite, "non-finite values")
-            unreadable_limit = (
-                0.0 if role in ("user_id", "item_id") else float(policy["max_unreadable"])
+            check(
+                "missing",
+                missing,
+                max_missing,
+                "missing values",
+                f"policy.roles.{role}.max_missing",
+                MISSING_KINDS,
             )
+            check(
+                "non_finite",
+                non_finite,
+                max_non_finite,
+                "non-finite values",
+                f"policy.roles.{role}.max_non_finite",
+                NON_FINITE_KINDS,
+            )
+            is_id = role in ("user_id", "item_id")
             check(
                 "unreadable",
                 counts["unreadable"],
-                unreadable_limit,
+                0.0 if is_id else float(policy["max_unreadable"]),
                 f"values unreadable as {column['type']}",
+                "0 for ids" if is_id else "policy.max_unreadable",
+                ("unreadable",),
             )
             check(
                 "out_of_range",
                 counts["out_of_range"],
                 float(policy["max_out_of_range"]),
                 "out-of-range values",
+                "policy.max_out_of_range",
+                ("out_of_range",),
             )
             for anomaly in column_anomalies:
                 if anomaly["type"] not in COVERED_ANOMALY_TYPES:

@@ -16,3 +16,6 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 warnings.filterwarnings(
     "ignore", message=".*non-supported Python version.*", category=FutureWarning
 )
+warnings.filterwarnings(
+    "ignore", message=".*google-cloud-storage < 3.0.0.*", category=FutureWarning
+)

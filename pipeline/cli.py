@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import re
@@ -64,7 +65,9 @@ class ProgressHandler(logging.Handler):
         return self._current["node"] if self._current else None
 
 
-def _configure_logging(verbose: bool, log_file: str | None) -> ProgressHandler:
+def _configure_logging(
+    verbose: bool, log_file: str | None, console=None
+) -> ProgressHandler:
     from absl import logging as absl_logging
 
     absl_logging.set_verbosity(absl_logging.INFO)
@@ -84,7 +87,7 @@ def _configure_logging(verbose: bool, log_file: str | None) -> ProgressHandler:
             logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
         )
         root.addHandler(file_handler)
-    progress = ProgressHandler()
+    progress = ProgressHandler(console or sys.stdout)
     root.addHandler(progress)
     return progress
 
@@ -189,7 +192,7 @@ def _resolve_data_dir(path: str) -> str | None:
 
 
 def _run_pipeline(args, stop_after_gate: bool) -> int:
-    from pipeline import beam_config, runner, summary
+    from pipeline import beam_config
 
     try:
         description = load_description(args.description)
@@ -211,28 +214,76 @@ def _run_pipeline(args, stop_after_gate: bool) -> int:
         return EXIT_FAILED
 
     out = os.path.abspath(args.out)
-    progress = _configure_logging(args.verbose, os.path.join(out, "logs", "run.log"))
+    log_path = os.path.join(out, "logs", "run.log")
+    # The progress lines go to the terminal even while file descriptors 1
+    # and 2 point at the run log.
+    console = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
+    progress = _configure_logging(args.verbose, log_path, console)
+    # Imported after the cheap checks, because these load TensorFlow and
+    # TFX, whose start-up notices go to the run log.
+    with _output_to_log(log_path, enabled=not args.verbose):
+        from pipeline import runner, summary
     print(f"recguard: {description.name} from {data_dir}")
-    print(f"run directory: {out}")
+    print(f"run directory: {out}", flush=True)
     started = time.time()
     try:
-        runner.run(
-            description=description,
-            data_dir=data_dir,
-            out_dir=out,
-            pipeline_root=_absolute_unless_uri(args.pipeline_root),
-            schema_path=args.schema,
-            train_steps=getattr(args, "steps", 0) or None,
-            beam_pipeline_args=beam_args,
-            component_beam_args=_parse_component_args(args.component_beam_arg),
-            stop_after_gate=stop_after_gate,
-            enable_cache=not args.no_cache,
-        )
+        with _output_to_log(log_path, enabled=not args.verbose):
+            runner.run(
+                description=description,
+                data_dir=data_dir,
+                out_dir=out,
+                pipeline_root=_absolute_unless_uri(args.pipeline_root),
+                schema_path=args.schema,
+                train_steps=getattr(args, "steps", None),
+                beam_pipeline_args=beam_args,
+                component_beam_args=_parse_component_args(args.component_beam_arg),
+                stop_after_gate=stop_after_gate,
+                enable_cache=not args.no_cache,
+            )
     except Exception as e:  # noqa: BLE001 - every failure gets a message and exit code
         return _report_failure(e, out, progress)
     elapsed = time.time() - started
     print(summary.render(out, progress.timings, elapsed, stop_after_gate))
     return 0
+
+
+@contextlib.contextmanager
+def _output_to_log(log_path: str, enabled: bool):
+    """Points file descriptors 1 and 2 at the run log while the pipeline runs.
+
+    TFX builds its user-module wheel and installs it with pip in
+    subprocesses, and TensorFlow's C++ code logs to descriptor 2. None of
+    that goes through Python's logging, so only redirecting the descriptors
+    keeps it off the terminal. The run log keeps all of it.
+    """
+    if not enabled:
+        yield
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved_out, saved_err = os.dup(1), os.dup(2)
+    log_fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved_out, 1)
+        os.dup2(saved_err, 2)
+        for fd in (saved_out, saved_err, log_fd):
+            os.close(fd)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is invalid; pass a whole number >= 1")
+    return value
 
 
 def _report_failure(error: BaseException, out: str, progress: ProgressHandler) -> int:
@@ -334,7 +385,10 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run the whole pipeline (default: bundled data)")
     _add_data_arguments(run)
     run.add_argument(
-        "--steps", type=int, default=0, help="training steps (default: the description's model.train_steps, else 1000)"
+        "--steps",
+        type=_positive_int,
+        default=None,
+        help="training steps (default: the description's model.train_steps, else 1000)",
     )
     run.set_defaults(handler=lambda a: _run_pipeline(a, stop_after_gate=False))
 
