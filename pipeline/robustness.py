@@ -23,19 +23,16 @@ Run the whole matrix and write the outcome table into ``docs/robustness.md``:
 
     .venv/bin/python -m pipeline.robustness matrix --out docs/robustness.md
 
-Two more subcommands run in a child process, so that a crash of TensorFlow
-shows up as the child's exit code: ``score-csv`` scores every row of a CSV
-folder with a pushed model, and ``score-batches`` sends prepared batches to a
-model's signatures.
+The pushed model scores the corrupted rows in a child process
+(`pipeline.serving_probe`), so that a crash of TensorFlow shows up as that
+process's exit code.
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
 import dataclasses
 import datetime
-import glob
 import json
 import math
 import os
@@ -54,7 +51,6 @@ from pipeline import corrupt
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLED_DATA = REPO / "data" / "online_retail_2010_12"
-DESCRIPTION_PATH = REPO / "data" / "online_retail.yaml"
 # Three days of real data: 7,419 rows, 2,202 of them in the eval split. The
 # clean slice already has empty CustomerIDs and negative quantities.
 SLICE_FILES = ("2010-12-01.csv", "2010-12-02.csv", "2010-12-03.csv")
@@ -688,7 +684,11 @@ def _repaired_checks(
     checks.append(Check("repaired: model pushed", bool(pushed), f"{len(pushed)} models"))
     if not pushed:
         return checks
-    metrics = json.loads((Path(pushed[-1]) / "metrics.json").read_text(encoding="utf-8"))
+    metrics_path = Path(pushed[-1]) / "metrics.json"
+    if not metrics_path.exists():
+        checks.append(Check("repaired: metrics written", False, str(metrics_path)))
+        return checks
+    metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
     checks.extend(
         [
             Check(
@@ -723,7 +723,7 @@ def _score_check(model_dir: str, data_dir: Path, expected_rows: int) -> Check:
         [
             sys.executable,
             "-m",
-            "pipeline.robustness",
+            "pipeline.serving_probe",
             "score-csv",
             "--model",
             model_dir,
@@ -738,7 +738,14 @@ def _score_check(model_dir: str, data_dir: Path, expected_rows: int) -> Check:
             False,
             f"scoring process exit code {result.returncode}: {result.stderr[-500:]}",
         )
-    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    try:
+        summary = json.loads(result.stdout.strip().splitlines()[-1])
+    except (IndexError, json.JSONDecodeError):
+        return Check(
+            "repaired: model scores finite",
+            False,
+            f"no JSON summary on the scoring process's stdout: {result.stdout[-500:]}",
+        )
     return Check(
         "repaired: model scores finite",
         summary["non_finite"] == 0 and summary["rows"] == expected_rows,
@@ -907,13 +914,50 @@ def _table_header(results: dict[str, dict[str, Any]], steps: int) -> str:
     when = ""
     if dates:
         when = dates[0] if dates[0] == dates[-1] else f"{dates[0]} to {dates[-1]}"
+    versions = sorted({r.get("code", "unknown") for r in finished})
     return (
         f"{len(finished)} of {len(MATRIX)} cells run, {passed} passed. Measured "
-        f"{when} with `python -m pipeline.robustness matrix` on "
+        f"{when} at commit {', '.join(versions)} "
+        f"with `python -m pipeline.robustness matrix` on "
         f"{os.cpu_count()} CPUs ({platform.machine()}, shared with other jobs), "
         f"slice {', '.join(SLICE_FILES)}, `--steps {steps}` for full runs. "
         "Time is wall-clock per cell, scoring included."
     )
+
+
+def code_version() -> str:
+    """Return the git commit of the code under test, marked when it has local changes.
+
+    The harness itself (this module and `pipeline.serving_probe`) does not
+    count as a local change.
+    """
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        changed = subprocess.run(
+            [
+                "git",
+                "diff",
+                "--quiet",
+                "HEAD",
+                "--",
+                "components",
+                "pipeline",
+                "data",
+                "schema",
+                ":!pipeline/robustness.py",
+                ":!pipeline/serving_probe.py",
+            ],
+            cwd=REPO,
+        ).returncode
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{commit} with local changes" if changed else commit
 
 
 def run_matrix(
@@ -937,6 +981,7 @@ def run_matrix(
         result = run_cell(cell, clean_dir, baseline, work_dir, steps)
         record = result.to_dict()
         record["date"] = datetime.date.today().isoformat()
+        record["code"] = code_version()
         results[cell.name] = record
         results_path.write_text(json.dumps(results, indent=2), encoding="utf-8")
         verdict = "pass" if result.passed else "FAIL"
@@ -946,130 +991,6 @@ def run_matrix(
         if doc_path is not None:
             write_table(doc_path, render_table(results, _table_header(results, steps)))
     return results
-
-
-def _example_from_row(row: csv_parsing.ParsedRow, types: dict[str, str]):
-    import tensorflow as tf
-
-    feature = {}
-    for name, value in row.values.items():
-        if value is None:
-            continue
-        if types[name] == "string":
-            encoded = value.encode("utf-8")
-            feature[name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[encoded]))
-        elif types[name] == "int":
-            feature[name] = tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
-        else:
-            feature[name] = tf.train.Feature(float_list=tf.train.FloatList(value=[value]))
-    example = tf.train.Example(features=tf.train.Features(feature=feature))
-    return example.SerializeToString()
-
-
-def score_csv(model_dir: str, data_dir: str, batch_size: int = 1024) -> dict[str, int]:
-    """Score every parsed row of a CSV folder with a model's serving signature.
-
-    Rows are parsed the way ExampleGen parses them: missing and unreadable
-    cells become absent features, and NaN and inf stay in float features.
-    Malformed rows are skipped.
-    """
-    import numpy as np
-    import tensorflow as tf
-
-    from pipeline.dataset import load_description
-
-    description = load_description(str(DESCRIPTION_PATH)).to_dict()
-    columns = [
-        csv_parsing.ColumnSpec(name, spec["type"], spec.get("min"), spec.get("max"))
-        for name, spec in description["columns"].items()
-    ]
-    types = {name: spec["type"] for name, spec in description["columns"].items()}
-    split = description["split"]
-    serialized = []
-    for path in sorted(glob.glob(os.path.join(data_dir, "*.csv"))):
-        text = csv_parsing.decode_file_bytes(Path(path).read_bytes())
-        for item in csv_parsing.parse_csv_text(
-            text,
-            os.path.basename(path),
-            columns,
-            frozenset(description["na_tokens"]),
-            split.get("time_column"),
-            split.get("time_format", "%Y-%m-%d %H:%M:%S"),
-        ):
-            if isinstance(item, csv_parsing.ParsedRow):
-                serialized.append(_example_from_row(item, types))
-
-    serve = tf.saved_model.load(model_dir).signatures["serving_default"]
-    non_finite = 0
-    for start in range(0, len(serialized), batch_size):
-        batch = tf.constant(serialized[start : start + batch_size])
-        scores = serve(examples=batch)["score"].numpy()
-        non_finite += int((~np.isfinite(scores)).sum())
-    return {"rows": len(serialized), "non_finite": non_finite}
-
-
-def score_batches(model_dir: str, cases: list[dict[str, Any]], result_path: str) -> None:
-    """Send each case's inputs to a model signature and record what came back.
-
-    A case is ``{"name", "signature", "input", "values_b64"}``, a string
-    tensor of shape ``[len(values)]`` unless the case sets ``shape``, or
-    ``{"name", "signature", "input", "tensor": {"dtype", "value"}}`` for a
-    tensor of another dtype. Each case appends two JSON lines to
-    `result_path`: ``{"name", "status": "started"}`` before the call, so a
-    crash points to its case, and then ``{"name", "status", "shape",
-    "error_type", "error"}`` with status ``finite``, ``non_finite`` or
-    ``error``.
-    """
-    import numpy as np
-    import tensorflow as tf
-
-    model = tf.saved_model.load(model_dir)
-    with open(result_path, "w", encoding="utf-8") as output:
-
-        def write(record: dict[str, Any]) -> None:
-            output.write(json.dumps(record) + "\n")
-            output.flush()
-
-        for case in cases:
-            write({"name": case["name"], "status": "started"})
-            signature = model.signatures[case["signature"]]
-            if "tensor" in case:
-                spec = case["tensor"]
-                tensor = tf.constant(spec["value"], dtype=getattr(tf, spec["dtype"]))
-            else:
-                values = [base64.b64decode(v) for v in case["values_b64"]]
-                shape = case.get("shape", [len(values)])
-                tensor = tf.constant(values, dtype=tf.string, shape=shape)
-            record: dict[str, Any] = {"name": case["name"]}
-            try:
-                outputs = signature(**{case["input"]: tensor})
-            except (tf.errors.OpError, ValueError, TypeError) as error:
-                record.update(
-                    status="error", error_type=type(error).__name__, error=str(error)[:300]
-                )
-                write(record)
-                continue
-            scores = outputs["score" if "score" in outputs else "scores"].numpy()
-            finite = bool(np.isfinite(scores).all())
-            record.update(status="finite" if finite else "non_finite", shape=list(scores.shape))
-            write(record)
-
-
-def read_batch_results(result_path: str) -> dict[str, dict[str, Any]]:
-    """Return the last record per case from a `score_batches` result file.
-
-    A case whose last record has status ``started`` was running when the
-    process ended.
-    """
-    records: dict[str, dict[str, Any]] = {}
-    if not os.path.exists(result_path):
-        return records
-    with open(result_path, encoding="utf-8") as handle:
-        for line in handle:
-            if line.strip():
-                record = json.loads(line)
-                records[record["name"]] = record
-    return records
 
 
 def _matrix_command(args: argparse.Namespace) -> int:
@@ -1092,7 +1013,7 @@ def _matrix_command(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m pipeline.robustness",
-        description="Run the robustness matrix, or score data in a child process.",
+        description="Run the robustness matrix and write its outcome table.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -1121,25 +1042,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     matrix.set_defaults(handler=_matrix_command)
 
-    score = commands.add_parser("score-csv", help="score every row of a CSV folder")
-    score.add_argument("--model", required=True, help="pushed SavedModel folder")
-    score.add_argument("--data", required=True, help="folder with the CSV files")
-    score.set_defaults(
-        handler=lambda a: print(json.dumps(score_csv(a.model, a.data))) or 0
-    )
-
-    batches = commands.add_parser("score-batches", help="send prepared batches to a model")
-    batches.add_argument("--model", required=True, help="pushed SavedModel folder")
-    batches.add_argument("--cases", required=True, help="JSON file with a list of cases")
-    batches.add_argument("--result", required=True, help="JSON-lines file for the results, one record per case")
-    batches.set_defaults(handler=_score_batches_command)
     return parser
-
-
-def _score_batches_command(args: argparse.Namespace) -> int:
-    cases = json.loads(Path(args.cases).read_text(encoding="utf-8"))
-    score_batches(args.model, cases, args.result)
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
