@@ -78,7 +78,9 @@ def _densify(feature, default) -> tf.Tensor:
     return tf.reshape(feature, [-1])
 
 
-def transform_ids(values: tf.Tensor, column: str) -> dict[str, tf.Tensor]:
+def transform_ids(
+    values: tf.Tensor, column: str, na_tokens: tuple[str, ...] = ()
+) -> dict[str, tf.Tensor]:
     """Maps trimmed strings to vocabulary indices with missing and OOV buckets.
 
     Absent and empty values become `MISSING_TOKEN`, which is reserved as
@@ -88,6 +90,11 @@ def transform_ids(values: tf.Tensor, column: str) -> dict[str, tf.Tensor]:
     """
     trimmed = tf.strings.strip(values)
     is_missing = tf.equal(trimmed, "")
+    if na_tokens:
+        # Ingestion already drops NA tokens from training data. A serving
+        # request still carries them, and they mean missing there too.
+        matches = tf.equal(tf.expand_dims(trimmed, -1), tf.constant(list(na_tokens)))
+        is_missing = tf.logical_or(is_missing, tf.reduce_any(matches, axis=-1))
     tokens = tf.where(is_missing, tf.constant(MISSING_TOKEN), trimmed)
     indices = tft.compute_and_apply_vocabulary(
         tokens,
@@ -184,7 +191,10 @@ def preprocessing_fn(inputs, custom_config):
         if column not in inputs:
             continue
         if role in ID_ROLES:
-            outputs.update(transform_ids(_densify(inputs[column], ""), column))
+            na_tokens = tuple(description.get("na_tokens", ()))
+            outputs.update(
+                transform_ids(_densify(inputs[column], ""), column, na_tokens)
+            )
         elif role in NUMERIC_ROLES:
             # Int columns arrive as int64, which cannot hold the NaN that
             # marks an absent cell, so cast before densifying.

@@ -462,3 +462,26 @@ def test_serving_column_absent_everywhere(transformed):
     expected = [transformed.train[i] for i in rows]
     for name in expected[0]:
         assert served[name] == _approx(_column(expected, name)), name
+
+
+def test_na_token_id_is_missing(tmp_path):
+    # Ingestion turns NA tokens into absent cells, but a serving request
+    # can still carry one: "N/A" and " null " must map to the missing token
+    # (index 0) and set the indicator, while "a" is a real id.
+    spec = {"user": tf.io.VarLenFeature(tf.string)}
+    metadata = dataset_metadata.DatasetMetadata.from_feature_spec(spec)
+    rows = [{"user": ["a"]}, {"user": ["N/A"]}, {"user": [" null "]}, {"user": ["a"]}]
+    description = {
+        "na_tokens": ["N/A", "null"],
+        "columns": {"user": {"type": "string", "role": "user_id"}},
+    }
+
+    def preprocessing_fn(inputs):
+        return tm.preprocessing_fn(inputs, {"description": description})
+
+    with tft_beam.Context(temp_dir=str(tmp_path)):
+        (output, _), _ = (rows, metadata) | tft_beam.AnalyzeAndTransformDataset(
+            preprocessing_fn
+        )
+    assert [row["user_index"] for row in output] == [1, 0, 0, 1]
+    assert [row["user_missing"] for row in output] == [0.0, 1.0, 1.0, 0.0]
