@@ -218,6 +218,11 @@ def parse_csv_text(
                 f"column {name!r} is not in the dataset description; not read",
             )
 
+    # A file cut off mid-write ends without a line ending, and its last
+    # record may still have the right number of fields. That record is
+    # counted as malformed, not read, because its last value may be cut.
+    unterminated = bool(text) and not text.endswith(("\n", "\r"))
+    last_line = text.count("\n") + 1 if unterminated else -1
     for line, fields in _iterate_records(reader, file_name):
         if isinstance(fields, MalformedRow):
             yield fields
@@ -225,6 +230,11 @@ def parse_csv_text(
         line_ref = f"{file_name}:{line}"
         if fields == [] or fields == [""]:
             continue  # Blank line: carries no row.
+        if unterminated and reader.line_num >= last_line:
+            yield MalformedRow(
+                line_ref, "last line has no line ending; the file may be truncated"
+            )
+            continue
         if len(fields) != len(header):
             yield MalformedRow(
                 line_ref,

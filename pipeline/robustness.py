@@ -915,10 +915,13 @@ def _table_header(results: dict[str, dict[str, Any]], steps: int) -> str:
     if dates:
         when = dates[0] if dates[0] == dates[-1] else f"{dates[0]} to {dates[-1]}"
     versions = sorted({r.get("code", "unknown") for r in finished})
+    if len(versions) == 1:
+        code = f"commit {versions[0]}"
+    else:
+        code = f"commits {', '.join(versions)} (the code changed between cells)"
     return (
         f"{len(finished)} of {len(MATRIX)} cells run, {passed} passed. Measured "
-        f"{when} at commit {', '.join(versions)} "
-        f"with `python -m pipeline.robustness matrix` on "
+        f"{when} at {code} with `python -m pipeline.robustness matrix` on "
         f"{os.cpu_count()} CPUs ({platform.machine()}, shared with other jobs), "
         f"slice {', '.join(SLICE_FILES)}, `--steps {steps}` for full runs. "
         "Time is wall-clock per cell, scoring included."

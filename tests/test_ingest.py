@@ -326,3 +326,17 @@ def test_sample_order_numeric():
         "b.csv:2",
     ]
 
+
+
+def test_unterminated_last_line_is_malformed():
+    # The second data row has all four fields but no line ending, as when a
+    # write was cut off, so it is counted as malformed and not read.
+    text = (
+        "StockCode,InvoiceDate,UnitPrice,Country\n"
+        "A1,2010-12-01 08:00:00,1.5,France\n"
+        "A2,2010-12-01 09:00:00,2.5,Fra"
+    )
+    items = parse(text)
+    malformed = [item for item in items if isinstance(item, MalformedRow)]
+    assert [m.line_ref for m in malformed] == ["f.csv:3"]
+    assert len(rows_of(items)) == 1
