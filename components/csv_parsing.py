@@ -9,7 +9,7 @@ every cell instead:
   ``empty`` or ``na_token``;
 - in a float column `nan`, `inf`, `-inf` and `Infinity` stay non-finite
   floats, counted as ``nan``, ``posinf`` or ``neginf``. A number too large
-  for float32 counts as inf too, because the tf.Example holds it as inf;
+  for float32 counts as inf too, because the tf.Example stores it as inf;
 - a value that cannot be read as the column's type is counted as
   ``unreadable`` and left absent, so the column keeps its type;
 - a finite value outside the description's ``min``/``max`` is kept and
@@ -189,7 +189,7 @@ def parse_csv_text(
 
     The header decides which description columns the file has. A column of
     the description that the header lacks is reported once as a
-    `FileFinding` and counted as ``absent`` in every row; a header column
+    `FileFinding` and counted as ``absent`` in every row. A header column
     the description does not name is reported and not read.
     """
     reader = csv.reader(io.StringIO(text, newline=""))

@@ -13,9 +13,9 @@ from typing import Any
 
 from components.csv_parsing import COUNT_KINDS, MISSING_KINDS, NON_FINITE_KINDS
 
-# Roles whose findings Transform repairs; findings on other roles are
-# tolerated because no stage reads those columns as model input, or blocked
-# by their policy (the time column has zero tolerance by default).
+# Roles whose findings Transform repairs. Findings on other roles are
+# tolerated, because no stage reads those columns as model input, unless
+# their policy blocks them (the time column has zero tolerance by default).
 REPAIRED_ROLES = ("user_id", "item_id", "interaction_count", "numeric", "categorical")
 
 # TFDV anomaly types that the counted findings already cover; the counts and
