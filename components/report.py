@@ -210,7 +210,7 @@ def _split_rows(report: dict) -> list[tuple[str, dict]]:
     """Returns the splits, plus a row for malformed rows that have no split.
 
     A row that cannot be parsed has no time, so ExampleGen cannot assign it
-    to a split; the gate reports those rows at the top level of the report.
+    to a split. The gate reports those rows at the top level of the report.
     """
     items = list(report.get("splits", {}).items())
     if report.get("malformed_rows"):

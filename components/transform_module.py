@@ -157,7 +157,7 @@ def transform_numeric(values: tf.Tensor, column: str, spec: dict) -> dict[str, t
     else:
         statistic = tf.constant(float(spec.get("impute_value", 0.0)))
     fallback = tf.constant(float(spec.get("impute_value", 0.0)))
-    # An all-missing training column has no statistic; the constant stands in.
+    # An all-missing training column has no statistic, so the constant is used.
     statistic = tf.where(tf.math.is_finite(statistic), statistic, fallback)
     filled = tf.where(is_missing, statistic, values)
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import os
 
-# Each preset is a list of Beam flags; `{workers}` is replaced by the number
-# of worker processes. Cluster presets carry only the runner-specific flags
-# that never change; the address, project, region and staging location come
-# from the user as extra --beam-arg flags (docs/scaling.md shows them).
+# Each preset is a list of Beam flags, and `{workers}` is replaced by the
+# number of worker processes. Cluster presets carry only the runner-specific
+# flags that never change. The address, project, region and staging location
+# come from the user as extra --beam-arg flags (docs/scaling.md shows them).
 # LOOPBACK runs the Python code of every stage in the launching process, so
 # the cluster must be able to connect back to this machine. To run that code
 # on the cluster, pass --environment_type=DOCKER and --environment_config=IMAGE.

@@ -60,7 +60,7 @@ def curate_schema(
         feature.name = column.name
         feature.type = _TYPES[column.type]
         # One value per present cell. No `shape`, so Transform reads every
-        # column as a sparse (VarLen) feature and sees absent cells as absent
+        # column as a sparse (VarLen) feature and keeps absent cells absent
         # instead of failing to parse them.
         feature.ClearField("shape")
         feature.value_count.min = 1

@@ -1,7 +1,7 @@
 """Dataset description: columns, their roles, and the policy that applies.
 
 A description is a YAML file (see ``data/online_retail.yaml``). It is the
-single place where a dataset's columns get a type and a role; ingestion, the
+single place where a dataset's columns get a type and a role. Ingestion, the
 curated schema, the anomaly gate, Transform and the Trainer all read it.
 """
 

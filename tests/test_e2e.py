@@ -85,7 +85,8 @@ def test_model_was_pushed(bundled_run):
 
 def test_summary_names_results(bundled_run):
     output = bundled_run["first"].stdout
-    assert "rows" in output and "train" in output and "eval" in output
+    assert "| train |" in output
+    assert "| eval |" in output
     assert "Decision: PASS" in output
     assert "Recall@10" in output
     assert "model pushed to:" in output

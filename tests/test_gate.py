@@ -417,7 +417,7 @@ UNREADABLE = GateCase(
     malformed=["unreadable.csv:6: expected 8 fields, found 7"],
 )
 
-# Every row has the same time, so the latest 20 % of the time range holds
+# Every row has the same time, so the latest 20 % of the time range contains
 # every row and the train split is empty.
 EMPTY_SPLIT = GateCase(
     name="empty_split",
