@@ -4,9 +4,13 @@ Reads the transformed train split of a finished `recguard run` and trains
 the Trainer's `Recommender` on the Trainer's input pipeline (shuffled
 positives plus sampled negatives, `_with_negatives`) three ways:
 
-- guarded: `GuardedLoop` with the default `GuardConfig` (what the Trainer runs);
+- guarded: `GuardedLoop` with the description's guard settings, which is
+  what the Trainer runs (data/online_retail.yaml: finite checks every 50
+  steps, the skip guard and the masked loss on every step);
 - unguarded: `GuardedLoop` with `GuardConfig(guards=False)`;
-- guarded_checks_off (optional): `GuardConfig(check_mode="off")`;
+- guarded_every_step: the same with the finite checks on every
+  step (`check_mode="every_step"`);
+- guarded_checks_off (optional): the same with `check_mode="off"`;
 - fit: `model.fit` with Adam(global_clipnorm=1.0) and weighted binary
   cross-entropy from logits.
 
@@ -43,7 +47,7 @@ from components import transform_module as tm  # noqa: E402
 from pipeline.dataset import load_description  # noqa: E402
 
 tf_keras = tf.keras
-VARIANTS = ("guarded", "unguarded", "fit")
+VARIANTS = ("guarded", "guarded_every_step", "unguarded", "fit")
 # Optional: the guarded loop without the assert_all_finite checks, which
 # splits the guards' cost into the checks and the masked loss plus tf.cond.
 OPTIONAL_VARIANTS = ("guarded_checks_off",)
@@ -124,13 +128,7 @@ def build(description: dict, output: tft.TFTransformOutput, columns: dict, seed:
         embedding_dim=int(model_config["embedding_dim"]),
     )
 
-    rows = len(columns[names["item"]])
-    dataset = (
-        tf.data.Dataset.from_tensor_slices(columns)
-        .shuffle(min(rows, 200_000), seed=seed, reshuffle_each_iteration=True)
-        .repeat()
-        .batch(int(model_config["batch_size"]), drop_remainder=False)
-    )
+    dataset = trainer._shuffled_batches(columns, int(model_config["batch_size"]), seed)
     dataset = trainer._with_negatives(
         dataset, names, num_items, int(model_config["negatives_per_positive"]), seed
     ).prefetch(2)
@@ -157,11 +155,15 @@ def time_variant(variant, description, output, columns, warmup, steps, seed) -> 
         wrapped.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0, callbacks=[timer])
         return steps / timer.seconds[-1]
 
-    config = guarded_loop.GuardConfig(
-        clip_norm=clip_norm,
-        guards=(variant != "unguarded"),
-        check_mode="off" if variant == "guarded_checks_off" else "every_step",
-    )
+    settings = dict(description["model"].get("guard", {}))
+    settings["clip_norm"] = clip_norm
+    if variant == "unguarded":
+        settings["guards"] = False
+    elif variant == "guarded_every_step":
+        settings["check_mode"] = "every_step"
+    elif variant == "guarded_checks_off":
+        settings["check_mode"] = "off"
+    config = guarded_loop.GuardConfig(**settings)
     loop = guarded_loop.GuardedLoop(
         model,
         tf_keras.optimizers.Adam(learning_rate),

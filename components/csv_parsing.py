@@ -23,9 +23,14 @@ from __future__ import annotations
 import csv
 import dataclasses
 import datetime
+import functools
 import io
 import math
+import re
 from typing import Any, Iterator
+
+# The strptime format of a string time column whose description gives none.
+DEFAULT_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 # The finding kinds, in report order.
 COUNT_KINDS = (
@@ -156,8 +161,12 @@ def _out_of_range(number: float, column: ColumnSpec) -> bool:
     return column.max is not None and number > column.max
 
 
+# decode_file_bytes keeps each undecodable byte as one of these surrogates.
+_SURROGATE = re.compile("[\udc80-\udcff]")
+
+
 def _has_surrogates(text: str) -> bool:
-    return any("\udc80" <= ch <= "\udcff" for ch in text)
+    return _SURROGATE.search(text) is not None
 
 
 def parse_time(raw: Any, time_format: str) -> float | None:
@@ -170,8 +179,15 @@ def parse_time(raw: Any, time_format: str) -> float | None:
         return float(raw) if math.isfinite(raw) else None
     if not isinstance(raw, str):
         return None
+    return _parse_time_text(raw.strip(), time_format)
+
+
+# Interaction logs repeat the same time on many rows (every line of one
+# order), and strptime is the slowest step of parsing a row.
+@functools.lru_cache(maxsize=65536)
+def _parse_time_text(text: str, time_format: str) -> float | None:
     try:
-        parsed = datetime.datetime.strptime(raw.strip(), time_format)
+        parsed = datetime.datetime.strptime(text, time_format)
     except ValueError:
         return None
     return parsed.replace(tzinfo=datetime.timezone.utc).timestamp()

@@ -53,8 +53,58 @@ def _column_specs(description: dict[str, Any]) -> list[csv_parsing.ColumnSpec]:
     ]
 
 
-class _ParseFile(beam.DoFn):
-    """Reads one CSV file and emits parsed rows and findings."""
+def _read_file(path: str) -> str:
+    with tf.io.gfile.GFile(path, "rb") as f:
+        return csv_parsing.decode_file_bytes(f.read())
+
+
+class _FileTimeRange(beam.DoFn):
+    """Emits the earliest and latest row time of one CSV file.
+
+    It parses only the time column, with the same rules as the full parse,
+    so both passes agree on which rows have a readable time.
+    """
+
+    def __init__(self, description: dict[str, Any]):
+        self._description = description
+
+    def setup(self):
+        split = self._description["split"]
+        self._time_column = split["time_column"]
+        self._time_format = split.get("time_format", csv_parsing.DEFAULT_TIME_FORMAT)
+        self._columns = [
+            spec
+            for spec in _column_specs(self._description)
+            if spec.name == self._time_column
+        ]
+        self._na_tokens = frozenset(self._description["na_tokens"])
+
+    def process(self, path: str):
+        low = high = None
+        for item in csv_parsing.parse_csv_text(
+            _read_file(path),
+            os.path.basename(path),
+            self._columns,
+            self._na_tokens,
+            self._time_column,
+            self._time_format,
+        ):
+            if isinstance(item, csv_parsing.ParsedRow) and item.timestamp is not None:
+                low = item.timestamp if low is None else min(low, item.timestamp)
+                high = item.timestamp if high is None else max(high, item.timestamp)
+        if low is not None:
+            yield low, high
+
+
+class _ParseAndEncode(beam.DoFn):
+    """Parses one CSV file into serialized tf.Examples per split and counts.
+
+    Rows never leave this DoFn as Python objects: each becomes a serialized
+    tf.Example on the ``train`` or ``eval`` output, and its findings are
+    summed per file into one record per (split, column, kind) on the
+    ``counts`` output. Passing bytes and a few counts between Beam stages,
+    instead of one pickled row per element, is what keeps ingestion cheap.
+    """
 
     def __init__(self, description: dict[str, Any]):
         self._description = description
@@ -64,14 +114,29 @@ class _ParseFile(beam.DoFn):
         self._na_tokens = frozenset(self._description["na_tokens"])
         split = self._description["split"]
         self._time_column = split.get("time_column")
-        self._time_format = split.get("time_format", "%Y-%m-%d %H:%M:%S")
+        self._time_format = split.get("time_format", csv_parsing.DEFAULT_TIME_FORMAT)
+        self._types = {
+            name: spec["type"] for name, spec in self._description["columns"].items()
+        }
+        self._encoder = _ExampleEncoder(self._types)
 
-    def process(self, path: str):
-        with tf.io.gfile.GFile(path, "rb") as f:
-            text = csv_parsing.decode_file_bytes(f.read())
+    def process(self, path: str, cutoff: float | None):
         name = os.path.basename(path)
+        # (record, split, column, kind) -> [count, first line references].
+        # Lines come in file order, so the first references are the smallest.
+        counts: dict[tuple[str, str, str, str], list] = {}
+
+        def count(key, line_ref):
+            entry = counts.get(key)
+            if entry is None:
+                counts[key] = [1, [line_ref]]
+            else:
+                entry[0] += 1
+                if len(entry[1]) < csv_parsing.MAX_SAMPLE_LINES:
+                    entry[1].append(line_ref)
+
         for item in csv_parsing.parse_csv_text(
-            text,
+            _read_file(path),
             name,
             self._columns,
             self._na_tokens,
@@ -79,32 +144,62 @@ class _ParseFile(beam.DoFn):
             self._time_format,
         ):
             if isinstance(item, csv_parsing.ParsedRow):
-                yield item
+                split = _assign_split(item, cutoff)
+                yield beam.pvalue.TaggedOutput(split, self._encoder.encode(item))
+                for column, kind in item.findings:
+                    count(("cells", split, column, kind), item.line_ref)
             elif isinstance(item, csv_parsing.MalformedRow):
-                yield beam.pvalue.TaggedOutput("malformed", item)
+                count(("malformed", UNSPLIT, "", ""), f"{item.line_ref}: {item.reason}")
             else:
-                yield beam.pvalue.TaggedOutput("file_findings", item)
+                yield beam.pvalue.TaggedOutput(
+                    "file_findings",
+                    {
+                        "record": "file",
+                        "split": UNSPLIT,
+                        "file": item.file,
+                        "kind": item.kind,
+                        "column": item.column,
+                        "detail": item.detail,
+                    },
+                )
+        for key, (n, sample) in counts.items():
+            yield beam.pvalue.TaggedOutput("counts", (key, (n, sample)))
+
+
+class _ExampleEncoder:
+    """Serializes parsed rows to tf.Example bytes, reusing one message.
+
+    An absent value (None) leaves the feature out of the example.
+    """
+
+    def __init__(self, types_by_column: dict[str, str]):
+        self._types = types_by_column
+        self._example = tf.train.Example()
+
+    def encode(self, row: csv_parsing.ParsedRow) -> bytes:
+        example = self._example
+        example.Clear()
+        features = example.features.feature
+        for name, value in row.values.items():
+            if value is None:
+                continue
+            kind = self._types[name]
+            if kind == "string":
+                features[name].bytes_list.value.append(value.encode("utf-8"))
+            elif kind == "int":
+                features[name].int64_list.value.append(value)
+            else:
+                features[name].float_list.value.append(value)
+        return example.SerializeToString()
 
 
 def _to_example(row: csv_parsing.ParsedRow, types_by_column: dict[str, str]) -> bytes:
-    feature = {}
-    for name, value in row.values.items():
-        if value is None:
-            continue
-        kind = types_by_column[name]
-        if kind == "string":
-            encoded = value.encode("utf-8")
-            feature[name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[encoded]))
-        elif kind == "int":
-            feature[name] = tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
-        else:
-            feature[name] = tf.train.Feature(float_list=tf.train.FloatList(value=[value]))
-    example = tf.train.Example(features=tf.train.Features(feature=feature))
-    return example.SerializeToString()
+    """Serializes one parsed row; absent values leave their feature out."""
+    return _ExampleEncoder(types_by_column).encode(row)
 
 
-class _CountAndSample(beam.CombineFn):
-    """Counts elements and keeps the smallest line references as a sample.
+class _MergeCounts(beam.CombineFn):
+    """Adds up (count, line references) pairs and keeps the smallest references.
 
     Keeping the smallest references (not the first seen) makes the sample the
     same on every runner and every rerun.
@@ -113,12 +208,8 @@ class _CountAndSample(beam.CombineFn):
     def create_accumulator(self):
         return (0, [])
 
-    def add_input(self, accumulator, line_ref):
-        count, sample = accumulator
-        sample = heapq.nsmallest(
-            csv_parsing.MAX_SAMPLE_LINES, sample + [line_ref], key=_line_sort_key
-        )
-        return count + 1, sample
+    def add_input(self, accumulator, value):
+        return self.merge_accumulators([accumulator, value])
 
     def merge_accumulators(self, accumulators):
         total = 0
@@ -167,26 +258,35 @@ def _time_cutoff(bounds: list, eval_fraction: float) -> float | None:
 
 
 class _MinMax(beam.CombineFn):
+    """Combines (low, high) pairs into the overall (low, high)."""
+
     def create_accumulator(self):
         return (None, None)
 
     def add_input(self, acc, value):
-        low, high = acc
-        return (
-            value if low is None else min(low, value),
-            value if high is None else max(high, value),
-        )
+        return self.merge_accumulators([acc, value])
 
     def merge_accumulators(self, accumulators):
-        result = (None, None)
-        for low, high in accumulators:
-            if low is not None:
-                result = self.add_input(result, low)
-                result = self.add_input(result, high)
-        return result
+        lows = [low for low, _ in accumulators if low is not None]
+        highs = [high for _, high in accumulators if high is not None]
+        return (min(lows) if lows else None, max(highs) if highs else None)
 
     def extract_output(self, acc):
         return acc
+
+
+def _count_record(kv) -> dict[str, Any]:
+    (record, split, column, kind), (count, sample) = kv
+    if record == "malformed":
+        return {"record": record, "split": split, "count": count, "sample_lines": sample}
+    return {
+        "record": record,
+        "split": split,
+        "column": column,
+        "kind": kind,
+        "count": count,
+        "sample_lines": sample,
+    }
 
 
 class Executor(base_example_gen_executor.BaseExampleGenExecutor):
@@ -221,97 +321,39 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
                 "description's file_pattern"
             )
         logging.info("CsvIngestGen reads %d files matching %s", len(files), pattern)
-        types_by_column = {
-            name: spec["type"] for name, spec in description["columns"].items()
-        }
         eval_fraction = float(description["split"]["eval_fraction"])
 
-        parsed = (
-            pipeline
-            | "ListFiles" >> beam.Create(files)
-            | "ParseCsv"
-            >> beam.ParDo(_ParseFile(description)).with_outputs(
-                "malformed", "file_findings", main="rows"
+        paths = pipeline | "ListFiles" >> beam.Create(files)
+        if description["split"].get("time_column"):
+            # First pass: the time range, from the time column only. The
+            # cutoff is one number, so the side input below is tiny and no
+            # row is held in memory between the passes.
+            cutoff = beam.pvalue.AsSingleton(
+                paths
+                | "FileTimeRange" >> beam.ParDo(_FileTimeRange(description))
+                | "TimeRange" >> beam.CombineGlobally(_MinMax())
+                | "Cutoff" >> beam.Map(lambda b: _time_cutoff([b], eval_fraction))
             )
-        )
-        rows = parsed.rows
-        bounds = (
-            rows
-            | "Timestamps" >> beam.FlatMap(lambda r: [r.timestamp] if r.timestamp is not None else [])
-            | "TimeRange" >> beam.CombineGlobally(_MinMax())
-        )
-        cutoff = beam.pvalue.AsSingleton(
-            bounds | "Cutoff" >> beam.Map(lambda b: _time_cutoff([b], eval_fraction))
-        )
-        keyed = rows | "AssignSplit" >> beam.Map(
-            lambda r, c: (_assign_split(r, c), r), c=cutoff
-        )
-        train, eval_ = keyed | "PartitionByTime" >> beam.Partition(
-            lambda kv, _: 0 if kv[0] == "train" else 1, 2
-        )
-        splits = {"train": train, "eval": eval_}
+        else:
+            cutoff = None
+        parsed = paths | "ParseCsv" >> beam.ParDo(
+            _ParseAndEncode(description), cutoff
+        ).with_outputs("train", "eval", "counts", "file_findings")
+        result = {"train": parsed.train, "eval": parsed.eval}
 
-        findings = []
-        result = {}
-        for split_name, split_rows in splits.items():
-            result[split_name] = (
-                split_rows
-                | f"ToExample[{split_name}]"
-                >> beam.Map(lambda kv: _to_example(kv[1], types_by_column))
-            )
+        findings = [
+            parsed.counts
+            | "MergeCounts" >> beam.CombinePerKey(_MergeCounts())
+            | "CountRecords" >> beam.Map(_count_record),
+            parsed.file_findings,
+        ]
+        for split_name, examples in result.items():
             findings.append(
-                split_rows
+                examples
                 | f"RowCount[{split_name}]" >> beam.combiners.Count.Globally()
                 | f"RowRecord[{split_name}]"
                 >> beam.Map(lambda n, s=split_name: {"record": "rows", "split": s, "rows": n})
             )
-            findings.append(
-                split_rows
-                | f"Findings[{split_name}]"
-                >> beam.FlatMap(
-                    lambda kv: [((c, k), kv[1].line_ref) for c, k in kv[1].findings]
-                )
-                | f"CountFindings[{split_name}]" >> beam.CombinePerKey(_CountAndSample())
-                | f"FindingRecord[{split_name}]"
-                >> beam.Map(
-                    lambda kv, s=split_name: {
-                        "record": "cells",
-                        "split": s,
-                        "column": kv[0][0],
-                        "kind": kv[0][1],
-                        "count": kv[1][0],
-                        "sample_lines": kv[1][1],
-                    }
-                )
-            )
-        findings.append(
-            parsed.malformed
-            | "MalformedKey" >> beam.Map(lambda m: ("malformed", f"{m.line_ref}: {m.reason}"))
-            | "CountMalformed" >> beam.CombinePerKey(_CountAndSample())
-            | "MalformedRecord"
-            >> beam.Map(
-                lambda kv: {
-                    "record": "malformed",
-                    "split": UNSPLIT,
-                    "count": kv[1][0],
-                    "sample_lines": kv[1][1],
-                }
-            )
-        )
-        findings.append(
-            parsed.file_findings
-            | "FileRecord"
-            >> beam.Map(
-                lambda f: {
-                    "record": "file",
-                    "split": UNSPLIT,
-                    "file": f.file,
-                    "kind": f.kind,
-                    "column": f.column,
-                    "detail": f.detail,
-                }
-            )
-        )
         _ = (
             findings
             | "FlattenFindings" >> beam.Flatten()

@@ -142,6 +142,27 @@ def _load_columns(dataset, names) -> dict[str, np.ndarray]:
     return {n: np.concatenate(v) if v else np.zeros([0]) for n, v in parts.items()}
 
 
+def _shuffled_batches(columns: dict[str, np.ndarray], batch_size: int, seed: int):
+    """Batches of rows in a new random order on every pass over the data.
+
+    Shuffles row numbers, not rows, and gathers each batch from the columns.
+    A shuffle buffer of whole rows costs far more memory per row and, when
+    smaller than the data, only shuffles within a window.
+    """
+    rows = len(next(iter(columns.values())))
+    tensors = {name: tf.constant(values) for name, values in columns.items()}
+    return (
+        tf.data.Dataset.range(rows)
+        .shuffle(rows, seed=seed, reshuffle_each_iteration=True)
+        .repeat()
+        .batch(batch_size, drop_remainder=False)
+        .map(
+            lambda index: {name: tf.gather(t, index) for name, t in tensors.items()},
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+    )
+
+
 def _with_negatives(features, names, num_items, negatives, seed):
     """Builds a training batch: positives (label 1) and sampled items (label 0)."""
 
@@ -361,12 +382,7 @@ def run_fn(fn_args):
         dense_features=names["dense"],
         embedding_dim=int(model_config.get("embedding_dim", 32)),
     )
-    dataset = (
-        tf.data.Dataset.from_tensor_slices({n: train[n] for n in load_names})
-        .shuffle(min(len(train[names["item"]]), 200_000), seed=seed, reshuffle_each_iteration=True)
-        .repeat()
-        .batch(batch_size, drop_remainder=False)
-    )
+    dataset = _shuffled_batches({n: train[n] for n in load_names}, batch_size, seed)
     dataset = _with_negatives(dataset, names, num_items, negatives, seed).prefetch(2)
     optimizer = tf_keras.optimizers.Adam(float(model_config.get("learning_rate", 0.01)))
     config = _guard_config(custom_config)

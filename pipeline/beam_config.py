@@ -28,6 +28,10 @@ PRESETS: dict[str, list[str]] = {
     "spark": ["--runner=SparkRunner", "--environment_type=LOOPBACK"],
     "dataflow": ["--runner=DataflowRunner", "--experiments=use_runner_v2"],
 }
+# Presets whose Beam stages run in processes on this machine, in the venv
+# that has recguard installed, so they need no user-module wheel.
+LOCAL_PRESETS = ("local", "multiprocess")
+
 # Flags a cluster preset cannot run without, checked before the run starts.
 REQUIRED_FLAGS: dict[str, list[str]] = {
     "flink": ["--flink_master"],

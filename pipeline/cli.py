@@ -239,6 +239,7 @@ def _run_pipeline(args, stop_after_gate: bool) -> int:
                 component_beam_args=_parse_component_args(args.component_beam_arg),
                 stop_after_gate=stop_after_gate,
                 enable_cache=not args.no_cache,
+                package_user_modules=args.beam_preset not in beam_config.LOCAL_PRESETS,
             )
     except Exception as e:  # noqa: BLE001 - every failure gets a message and exit code
         return _report_failure(e, out, progress)

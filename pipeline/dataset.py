@@ -13,6 +13,8 @@ from typing import Any
 
 import yaml
 
+from components import csv_parsing
+
 ROLES = (
     "user_id",
     "item_id",
@@ -226,7 +228,7 @@ def parse_description(raw: dict[str, Any], path: str = "<description>") -> Descr
         file_pattern=str(raw.get("file_pattern", "*.csv")),
         na_tokens=tuple(str(t) for t in raw.get("na_tokens", [])),
         time_column=time_column,
-        time_format=str(split.get("time_format", "%Y-%m-%d %H:%M:%S")),
+        time_format=str(split.get("time_format", csv_parsing.DEFAULT_TIME_FORMAT)),
         eval_fraction=eval_fraction,
         columns=columns,
         policy=dict(raw.get("policy") or {}),

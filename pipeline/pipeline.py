@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import glob
+import hashlib
 import json
 import os
 from typing import Any
@@ -85,9 +87,12 @@ def create_pipeline(
         package_user_modules: pass the Transform and Trainer code as module
             files, which TFX packages into its user-module wheel under
             ``pipeline_root/_wheels`` and ships to Beam workers with
-            ``--extra_package``. False passes them by import path
-            (`PREPROCESSING_FN`, `RUN_FN`) instead, for images that have
-            recguard installed; no wheel is built then.
+            ``--extra_package``; remote workers need that. False passes them
+            by import path (`PREPROCESSING_FN`, `RUN_FN`) instead, for a
+            local run or an image that has recguard installed: no wheel is
+            built or installed then. Either way the custom config carries
+            `user_code_version()`, so a change to `components/` invalidates
+            cached Transform and Trainer results.
 
     Raises:
         ValueError: when `component_beam_args` names a node that does not
@@ -123,6 +128,7 @@ def create_pipeline(
     nodes = [example_gen, statistics_gen, schema_gen, import_schema, example_validator, gate]
 
     if not stop_after_gate:
+        code_version = user_code_version()
         if package_user_modules:
             transform_code = {"module_file": TRANSFORM_MODULE}
             trainer_code = {"module_file": TRAINER_MODULE}
@@ -136,7 +142,7 @@ def create_pipeline(
             splits_config=tfx.proto.SplitsConfig(
                 analyze=["train"], transform=["train", "eval"]
             ),
-            custom_config={"description": description_dict},
+            custom_config={"description": description_dict, "code_version": code_version},
             # Transform's own pre- and post-transform statistics cost two more
             # passes over the data and check nothing the pipeline acts on:
             # PostTransformGate counts non-finite outputs in every split.
@@ -154,7 +160,11 @@ def create_pipeline(
             schema=gate.outputs["schema"],
             train_args=tfx.proto.TrainArgs(num_steps=train_steps),
             eval_args=tfx.proto.EvalArgs(num_steps=1),
-            custom_config={"description": description_dict, "guard": guard or {}},
+            custom_config={
+                "description": description_dict,
+                "guard": guard or {},
+                "code_version": code_version,
+            },
         )
         pusher = tfx.components.Pusher(
             model=trainer.outputs["model"],
@@ -180,6 +190,21 @@ def create_pipeline(
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=list(beam_pipeline_args or []),
     )
+
+
+def user_code_version() -> str:
+    """Returns a digest of the Python files in `components/`.
+
+    TFX keys its cache on the execution properties. A module file passed by
+    path changes the wheel's name when its code changes, but a function
+    passed by import path does not, so this digest takes the wheel name's place in the cache key.
+    """
+    digest = hashlib.sha256()
+    for path in sorted(glob.glob(os.path.join(COMPONENTS_DIR, "*.py"))):
+        digest.update(os.path.basename(path).encode())
+        with open(path, "rb") as f:
+            digest.update(f.read())
+    return digest.hexdigest()[:16]
 
 
 def _add_component_beam_args(nodes: list, component_beam_args: dict[str, list[str]]) -> None:

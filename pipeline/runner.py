@@ -34,8 +34,13 @@ def run(
     guard: dict[str, Any] | None = None,
     stop_after_gate: bool = False,
     enable_cache: bool = True,
+    package_user_modules: bool = False,
 ) -> None:
     """Builds the pipeline for a run directory and runs it to the end.
+
+    `package_user_modules` is passed to `create_pipeline`: a run whose Beam
+    stages execute on remote workers needs the user-module wheel, a local run
+    imports the installed `components` package instead.
 
     Raises:
         Exception: whatever the failing component raised, for example
@@ -59,5 +64,6 @@ def run(
         guard=guard,
         stop_after_gate=stop_after_gate,
         enable_cache=enable_cache,
+        package_user_modules=package_user_modules,
     )
     tfx.orchestration.LocalDagRunner().run(built)

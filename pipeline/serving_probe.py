@@ -73,7 +73,7 @@ def score_csv(model_dir: str, data_dir: str, batch_size: int = 1024) -> dict[str
             columns,
             frozenset(description["na_tokens"]),
             split.get("time_column"),
-            split.get("time_format", "%Y-%m-%d %H:%M:%S"),
+            split.get("time_format", csv_parsing.DEFAULT_TIME_FORMAT),
         ):
             if isinstance(item, csv_parsing.ParsedRow):
                 serialized.append(_example_from_row(item, types))

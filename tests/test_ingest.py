@@ -21,7 +21,13 @@ from components.csv_parsing import (
     parse_cell,
     parse_csv_text,
 )
-from components.ingest import _line_sort_key, _to_example
+from components.ingest import (
+    _FileTimeRange,
+    _line_sort_key,
+    _MergeCounts,
+    _ParseAndEncode,
+    _to_example,
+)
 
 NA_TOKENS = frozenset(["NA", "N/A", "n/a", "?", "null", "NULL", "None", "-"])
 PRICE = ColumnSpec("UnitPrice", "float", min=0.0, max=100000.0)
@@ -327,7 +333,6 @@ def test_sample_order_numeric():
     ]
 
 
-
 def test_unterminated_last_line_is_malformed():
     # The second data row has all four fields but no line ending, as when a
     # write was cut off, so it is counted as malformed and not read.
@@ -340,3 +345,112 @@ def test_unterminated_last_line_is_malformed():
     malformed = [item for item in items if isinstance(item, MalformedRow)]
     assert [m.line_ref for m in malformed] == ["f.csv:3"]
     assert len(rows_of(items)) == 1
+
+
+# The ingest DoFns, called directly on files without a Beam pipeline.
+
+DESCRIPTION = {
+    "columns": {
+        "StockCode": {"type": "string"},
+        "InvoiceDate": {"type": "string"},
+        "UnitPrice": {"type": "float", "min": 0.0, "max": 100000.0},
+        "Country": {"type": "string"},
+    },
+    "na_tokens": sorted(NA_TOKENS),
+    "split": {"time_column": "InvoiceDate", "time_format": TIME_FORMAT},
+}
+DAY_TEXT = (
+    HEADER
+    + "A1,2010-12-01 08:00:00,1.0,UK\n"  # line 2
+    + "A2,2010-12-01 09:00:00,nan,UK\n"  # line 3
+    + "A3,2010-12-01 10:00:00,,\n"  # line 4: UnitPrice and Country empty
+    + "A4,not a time,2.0,UK\n"  # line 5: unreadable time, goes to train
+    + "A5,2010-12-01 12:00:00\n"  # line 6: malformed
+    + "A6,2010-12-01 13:00:00,,UK\n"  # line 7
+)
+
+
+def _run_dofn(dofn, *args):
+    dofn.setup()
+    outputs: dict[str, list] = {}
+    for item in dofn.process(*args):
+        tag = getattr(item, "tag", None)
+        outputs.setdefault(tag, []).append(getattr(item, "value", item))
+    return outputs
+
+
+def test_time_range_of_file(tmp_path):
+    path = tmp_path / "day.csv"
+    path.write_text(DAY_TEXT)
+    outputs = _run_dofn(_FileTimeRange(DESCRIPTION), str(path))
+    low, high = outputs[None][0]
+    assert low == 1291190400.0  # 2010-12-01 08:00:00 UTC
+    assert high == 1291208400.0  # 2010-12-01 13:00:00 UTC
+
+
+def test_time_range_no_times(tmp_path):
+    path = tmp_path / "day.csv"
+    path.write_text(HEADER + "A1,,1.0,UK\n")
+    assert _run_dofn(_FileTimeRange(DESCRIPTION), str(path)) == {}
+
+
+def test_encode_splits_and_counts(tmp_path):
+    path = tmp_path / "day.csv"
+    path.write_text(DAY_TEXT)
+    cutoff = 1291197600.0  # 10:00: rows at or after it go to eval
+    outputs = _run_dofn(_ParseAndEncode(DESCRIPTION), str(path), cutoff)
+
+    def codes(tag):
+        return [
+            tf.train.Example.FromString(b).features.feature["StockCode"].bytes_list.value[0]
+            for b in outputs[tag]
+        ]
+
+    assert codes("train") == [b"A1", b"A2", b"A4"]
+    assert codes("eval") == [b"A3", b"A6"]
+    counts = dict(outputs["counts"])
+    assert counts == {
+        ("cells", "train", "UnitPrice", "nan"): (1, ["day.csv:3"]),
+        ("cells", "train", "InvoiceDate", "unreadable"): (1, ["day.csv:5"]),
+        ("cells", "eval", "UnitPrice", "empty"): (2, ["day.csv:4", "day.csv:7"]),
+        ("cells", "eval", "Country", "empty"): (1, ["day.csv:4"]),
+        ("malformed", "_unsplit", "", ""): (
+            1,
+            ["day.csv:6: expected 4 fields, found 2"],
+        ),
+    }
+    assert "file_findings" not in outputs
+
+
+def test_encode_keeps_first_samples(tmp_path):
+    path = tmp_path / "day.csv"
+    path.write_text(HEADER + "".join(f"A{i},2010-12-01 08:00:00,,UK\n" for i in range(8)))
+    outputs = _run_dofn(_ParseAndEncode(DESCRIPTION), str(path), None)
+    assert len(outputs["train"]) == 8
+    (key, (count, sample)), = outputs["counts"]
+    assert key == ("cells", "train", "UnitPrice", "empty")
+    assert count == 8
+    assert sample == [f"day.csv:{line}" for line in range(2, 7)]
+
+
+def test_encode_reports_missing_column(tmp_path):
+    path = tmp_path / "day.csv"
+    path.write_text("StockCode,InvoiceDate,UnitPrice\nA1,2010-12-01 08:00:00,1.0\n")
+    outputs = _run_dofn(_ParseAndEncode(DESCRIPTION), str(path), None)
+    (finding,) = outputs["file_findings"]
+    assert finding["kind"] == "missing_column"
+    assert finding["column"] == "Country"
+    assert dict(outputs["counts"]) == {
+        ("cells", "train", "Country", "absent"): (1, ["day.csv:2"])
+    }
+
+
+def test_merge_counts_across_files():
+    merge = _MergeCounts()
+    first = (3, ["b.csv:2", "b.csv:9", "b.csv:10"])
+    second = (4, ["a.csv:7", "a.csv:8", "a.csv:20", "a.csv:100"])
+    accumulator = merge.add_input(merge.create_accumulator(), first)
+    accumulator = merge.merge_accumulators([accumulator, merge.add_input(merge.create_accumulator(), second)])
+    count, sample = merge.extract_output(accumulator)
+    assert count == 7
+    assert sample == ["a.csv:7", "a.csv:8", "a.csv:20", "a.csv:100", "b.csv:2"]

@@ -212,6 +212,77 @@ def test_import_path_user_code(description, tmp_path):
     assert not (root / "_wheels").exists()
 
 
+def _custom_config(node) -> dict:
+    return json.loads(node.exec_properties["custom_config"])
+
+
+def test_code_version_in_custom_config(description, tmp_path):
+    from pipeline import pipeline as pipeline_module
+
+    version = pipeline_module.user_code_version()
+    for package in (True, False):
+        nodes = {
+            node.id: node
+            for node in _build(
+                description, tmp_path, package_user_modules=package
+            ).components
+        }
+        for node_id in ("Transform", "Trainer"):
+            assert _custom_config(nodes[node_id])["code_version"] == version, node_id
+
+
+def test_code_version_follows_code(tmp_path, monkeypatch):
+    from pipeline import pipeline as pipeline_module
+
+    copy = tmp_path / "components"
+    shutil.copytree(pipeline_module.COMPONENTS_DIR, copy)
+    monkeypatch.setattr(pipeline_module, "COMPONENTS_DIR", str(copy))
+    before = pipeline_module.user_code_version()
+    assert pipeline_module.user_code_version() == before
+    module = copy / "transform_module.py"
+    module.write_text(module.read_text() + "\n# changed\n")
+    assert pipeline_module.user_code_version() != before
+
+
+@pytest.mark.parametrize(
+    ("preset", "extra", "packaged"),
+    [
+        ("local", [], False),
+        ("multiprocess", [], False),
+        ("flink", ["--beam-arg=--flink_master=localhost:8081"], True),
+        (
+            "dataflow",
+            [
+                "--beam-arg=--project=p",
+                "--beam-arg=--region=r",
+                "--beam-arg=--temp_location=gs://b/t",
+            ],
+            True,
+        ),
+    ],
+)
+def test_cli_packages_remote_presets(
+    tmp_path, monkeypatch, preset, extra, packaged
+):
+    from pipeline import cli, runner
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_run(**kwargs):
+        seen.update(kwargs)
+        raise Stop("stopped before the pipeline ran")
+
+    monkeypatch.setattr(runner, "run", fake_run)
+    code = cli.main(
+        ["validate", "--out", str(tmp_path / "out"), "--beam-preset", preset, *extra]
+    )
+    assert code == cli.EXIT_FAILED
+    assert seen["package_user_modules"] is packaged
+
+
 def test_import_paths_resolve():
     import importlib
 
