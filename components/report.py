@@ -335,6 +335,9 @@ td.zero { color: #a0a8b5; }
 .fraction { display: block; font-size: 12px; color: #5a6475; }
 td.zero .fraction { color: #b8bfca; }
 #findings { font-size: 13px; width: 100%; }
+/* The findings table has 15 columns. On a narrow window it scrolls inside
+   this box, so the rest of the page keeps the window's width. */
+.table-scroll { overflow-x: auto; max-width: 100%; }
 #findings td.text { min-width: 140px; overflow-wrap: anywhere; }
 #findings td.feature { min-width: 110px; max-width: 200px; overflow-wrap: anywhere; }
 td ul { margin: 0; padding-left: 16px; }
@@ -457,10 +460,11 @@ def _html_findings(report: dict) -> str:
         )
     return (
         "<h2>Findings per feature and split</h2>\n"
+        '<div class="table-scroll">'
         '<table id="findings"><thead><tr><th>feature</th><th>split</th>'
         f"<th>role / type</th><th>rows</th>{header}<th>decision</th>"
         "<th>TFDV anomalies</th><th>reason</th></tr></thead>\n"
-        f"<tbody>\n{''.join(rows)}</tbody></table>\n"
+        f"<tbody>\n{''.join(rows)}</tbody></table></div>\n"
     )
 
 

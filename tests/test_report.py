@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import struct
@@ -631,6 +632,34 @@ def test_browser_chart_widths_proportional(rendered_dom):
         widths[("Country", "train", "missing")]
         > widths[("UnitPrice", "eval", "non_finite")]
     )
+
+
+def test_browser_page_fits_window(report_html_path, tmp_path):
+    # The findings table of this report is about 1,250 px wide, so a
+    # 1024 px window shows whether it scrolls in its box or widens the page.
+    # A copy of the report with a script that records the page's layout
+    # width, read back from the DOM that Chromium dumps after rendering. The
+    # report's content security policy allows no script, so the copy's does.
+    page = report_html_path.read_text(encoding="utf-8")
+    assert "style-src 'unsafe-inline'" in page
+    page = page.replace(
+        "style-src 'unsafe-inline'", "style-src 'unsafe-inline'; script-src 'unsafe-inline'"
+    )
+    probe = (
+        "<script>document.body.setAttribute('data-scroll-width', "
+        "document.documentElement.scrollWidth);</script></body>"
+    )
+    measured = tmp_path / "measured.html"
+    measured.write_text(page.replace("</body>", probe), encoding="utf-8")
+    dom = _run_chromium(
+        tmp_path / "chromium-profile",
+        "--window-size=1024,2000",
+        "--dump-dom",
+        measured.as_uri(),
+    )
+    match = re.search(r'data-scroll-width="(\d+)"', dom)
+    assert match is not None, dom[:500]
+    assert int(match.group(1)) <= 1024
 
 
 def test_browser_screenshot(report_html_path, tmp_path):
