@@ -49,6 +49,7 @@ SIZE_ORDER = ("december", "quarter", "year")
 
 POLL_SECONDS = 0.1
 _DONE_LINE = re.compile(r"^\s+(\S+)\s+done in ([0-9.]+) s")
+_RUNNING_LINE = re.compile(r"^\s+(\S+)\s+running \.\.\.")
 
 
 def data_dir(size: str) -> str:
@@ -110,8 +111,10 @@ def measure(command: Sequence[str], log_path: str, env: dict | None = None) -> d
     """Runs a command and returns wall time, CPU time and peak tree RSS.
 
     The command's stdout and stderr go to `log_path`. The result also contains
-    the per-component times of a `recguard` run ("X done in N s" lines) and
-    every line of the output that starts with "BENCH_JSON " parsed as JSON.
+    the per-component times of a `recguard` run ("X done in N s" lines), the
+    peak tree RSS while each component ran (from its "X running ..." line to
+    the next progress line) and every line of the output that starts with
+    "BENCH_JSON " parsed as JSON.
 
     Raises:
         RuntimeError: when the command exits with a non-zero status.
@@ -126,10 +129,21 @@ def measure(command: Sequence[str], log_path: str, env: dict | None = None) -> d
             list(command), stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=run_env
         )
         peak = 0
+        peak_by_component: dict[str, int] = {}
+        current = "start-up"
         root = psutil.Process(process.pid)
-        while process.poll() is None:
-            peak = max(peak, _tree_rss(root))
-            time.sleep(POLL_SECONDS)
+        with open(log_path, encoding="utf-8", errors="replace") as progress:
+            while process.poll() is None:
+                for line in progress.readlines():
+                    running = _RUNNING_LINE.match(line)
+                    if running:
+                        current = running.group(1)
+                    elif _DONE_LINE.match(line):
+                        current = "between components"
+                rss = _tree_rss(root)
+                peak = max(peak, rss)
+                peak_by_component[current] = max(peak_by_component.get(current, 0), rss)
+                time.sleep(POLL_SECONDS)
     wall = time.perf_counter() - started
     usage_after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (usage_after.ru_utime - usage_before.ru_utime) + (
@@ -154,6 +168,9 @@ def measure(command: Sequence[str], log_path: str, env: dict | None = None) -> d
         "wall_s": wall,
         "cpu_s": cpu,
         "peak_rss_gib": peak / 2**30,
+        "peak_rss_by_component_gib": {
+            name: value / 2**30 for name, value in peak_by_component.items()
+        },
         "components": components,
         "reports": reports,
         "load_before": load_before,

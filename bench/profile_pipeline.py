@@ -74,8 +74,15 @@ def summarise(raw_path: str) -> dict:
     busy = idle = 0
     compiled = [(label, re.compile(pattern)) for label, pattern in CATEGORIES]
     with open(raw_path, encoding="utf-8", errors="replace") as f:
+        pending = ""
         for line in f:
-            stack, _, count_text = line.rstrip("\n").rpartition(" ")
+            stack, _, count_text = (pending + line.rstrip("\n")).rpartition(" ")
+            if not count_text.isdigit():
+                # A frame name with a line break in it (a docstring used as a
+                # function name) continues the sample on the next line.
+                pending += line.rstrip("\n") + " "
+                continue
+            pending = ""
             count = int(count_text)
             frames = [re.sub(r":\d+\)$", ")", frame) for frame in stack.split(";")]
             if IDLE_LEAF.match(frames[-1]):
@@ -109,8 +116,11 @@ def write_doc(summary: dict, command: str, measured: dict | None) -> None:
     lines = common.header_lines(command, "One profiled run.")
     if measured:
         lines += [
-            f"Profiled run: wall {measured['wall_s']:.0f} s, CPU {measured['cpu_s']:.0f} s, "
-            f"load before {measured['load_before']}, after {measured['load_after']}.",
+            # No CPU time: for the run under py-spy, getrusage counted 5 s
+            # while py-spy sampled 68 busy seconds, so it is not reliable here.
+            f"Profiled run: wall {measured['wall_s']:.0f} s, peak RSS "
+            f"{measured['peak_rss_gib']:.2f} GiB, load before {measured['load_before']}, "
+            f"after {measured['load_after']}.",
             "",
         ]
     busy = summary["busy_s"]

@@ -217,6 +217,22 @@ def _auc(labels: np.ndarray, scores: np.ndarray) -> float:
     return float(roc_auc_score(labels, scores))
 
 
+# Rows per forward pass in evaluation. One pass over the whole eval split
+# with its negatives (908,505 rows on the Online Retail year) held every
+# layer's activations at once, and the run's peak RSS was 1.97 GiB, not 1.64.
+EVAL_BATCH_ROWS = 65_536
+
+
+def _predict_logits(model, features: dict[str, np.ndarray]) -> np.ndarray:
+    """Returns the model's logits for every row, computed in batches."""
+    rows = len(next(iter(features.values())))
+    parts = []
+    for start in range(0, rows, EVAL_BATCH_ROWS):
+        batch = {n: tf.constant(v[start : start + EVAL_BATCH_ROWS]) for n, v in features.items()}
+        parts.append(np.reshape(model(batch, training=False)["logits"].numpy(), [-1]))
+    return np.concatenate(parts) if parts else np.zeros([0], np.float32)
+
+
 def evaluate(model, names, train, eval_, num_items, missing_user_index, k, negatives, seed):
     """Computes eval loss, AUC, Recall@k and NDCG@k, with a popularity baseline.
 
@@ -232,8 +248,7 @@ def evaluate(model, names, train, eval_, num_items, missing_user_index, k, negat
     sampled[names["item"]] = rng.integers(0, num_items, size * negatives)
     merged = {n: np.concatenate([positives[n], sampled[n]]) for n in feature_names}
     labels = np.concatenate([np.ones(size), np.zeros(size * negatives)]).astype(np.float32)
-    tensors = {n: tf.constant(v) for n, v in merged.items()}
-    logits = model(tensors, training=False)["logits"].numpy()
+    logits = _predict_logits(model, merged)
     loss, _ = guarded_loop.masked_bce_loss(tf.constant(labels), tf.constant(logits))
     auc = _auc(labels, tf.sigmoid(logits).numpy())
 

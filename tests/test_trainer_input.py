@@ -49,3 +49,31 @@ def test_same_seed_same_order():
         return np.concatenate([b["item"].numpy() for b in batches]).tolist()
 
     assert order(11) == order(11)
+
+
+def test_batched_logits_equal_one_pass(monkeypatch):
+    import tensorflow as tf
+
+    tf.random.set_seed(5)
+    model = trainer_module.Recommender(
+        user_feature="user",
+        item_feature="item",
+        num_users=6,
+        num_items=8,
+        categorical_sizes={"country": 3},
+        dense_features=["price"],
+        embedding_dim=4,
+    )
+    rows = 10
+    features = {
+        "user": np.arange(rows, dtype=np.int64) % 6,
+        "item": np.arange(rows, dtype=np.int64) % 8,
+        "country": np.arange(rows, dtype=np.int64) % 3,
+        "price": np.linspace(0.0, 1.0, rows).astype(np.float32),
+    }
+    whole = model({n: tf.constant(v) for n, v in features.items()}, training=False)
+    # Batches of 4 rows: 4, 4 and 2.
+    monkeypatch.setattr(trainer_module, "EVAL_BATCH_ROWS", 4)
+    batched = trainer_module._predict_logits(model, features)
+    assert batched.shape == (rows,)
+    np.testing.assert_allclose(batched, whole["logits"].numpy(), rtol=1e-6)
