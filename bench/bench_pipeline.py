@@ -117,6 +117,19 @@ def write_doc(results: dict) -> None:
         common.this_command(),
         f"Each cell is the median of the runs counted in the table. Trainer steps: {steps}.",
     )
+    # With --keep, some sizes come from an earlier invocation: name each one.
+    commands = {
+        size: results["sizes"][size].get("command")
+        for size in common.SIZE_ORDER
+        if size in results["sizes"]
+    }
+    if len(set(commands.values())) > 1:
+        lines += [
+            "The sizes come from different invocations: "
+            + "; ".join(f"{size}: `{command or 'not recorded'}`" for size, command in commands.items())
+            + ".",
+            "",
+        ]
     lines += [
         "Whole run, measured from outside the `recguard run` process. Peak RSS is "
         "the summed RSS of the process tree (psutil, sampled every 0.1 s); CPU is "
@@ -154,7 +167,11 @@ def main() -> int:
         results["sizes"] = {k: v for k, v in previous["sizes"].items() if k not in args.sizes.split(",")}
     for size in args.sizes.split(","):
         run_count = args.year_runs if size == "year" else args.runs
-        entry = {"rows": common.count_rows(common.data_dir(size)), "runs": []}
+        entry = {
+            "rows": common.count_rows(common.data_dir(size)),
+            "runs": [],
+            "command": common.this_command(),
+        }
         results["sizes"][size] = entry
         for index in range(run_count):
             result = run_pipeline(size, index, args.steps, "local")

@@ -185,6 +185,7 @@ def AnomalyGate(
     gate_report: OutputArtifact[GateReport],
     description_json: Parameter[str],
     report_dir: Parameter[str] = "",
+    code_version: Parameter[str] = "",
 ) -> None:
     """Decides pass or block for the data, writes the report, passes the contract.
 
@@ -199,7 +200,11 @@ def AnomalyGate(
         description_json: `Description.to_dict()` as JSON.
         report_dir: a second folder for the report (the run directory's
             ``report/``), so a blocked run's report is easy to find.
+        code_version: a digest of recguard's component code. It is not read
+            here: as a parameter it is part of TFX's cache key, so a code
+            change reruns the gate instead of reusing its cached result.
     """
+    del code_version  # Only part of the cache key.
     description = json.loads(description_json)
     splits = artifact_utils.decode_split_names(examples.split_names)
     result = build_report(

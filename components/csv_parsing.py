@@ -246,16 +246,14 @@ def parse_csv_text(
         line_ref = f"{file_name}:{line}"
         if fields == [] or fields == [""]:
             continue  # Blank line: carries no row.
-        if unterminated and reader.line_num >= last_line:
-            yield MalformedRow(
-                line_ref, "last line has no line ending; the file may be truncated"
-            )
+        last = reader.line_num
+        if unterminated and last >= last_line:
+            reason = "last line has no line ending; the file may be truncated"
+            yield from _malformed_lines(file_name, line, last, reason)
             continue
         if len(fields) != len(header):
-            yield MalformedRow(
-                line_ref,
-                f"expected {len(header)} fields, found {len(fields)}",
-            )
+            reason = f"expected {len(header)} fields, found {len(fields)}"
+            yield from _malformed_lines(file_name, line, last, reason)
             continue
         values: dict[str, Any] = {}
         findings: list[tuple[str, str]] = []
@@ -281,6 +279,26 @@ def parse_csv_text(
         yield ParsedRow(values, findings, timestamp, line_ref)
 
 
+def _malformed_lines(
+    file_name: str, first: int, last: int, reason: str
+) -> Iterator[MalformedRow]:
+    """Yields one MalformedRow per physical line of a rejected record.
+
+    A stray quote opens a field that runs over the following lines, so the
+    reader returns them all as one record. Each of those lines may be a lost
+    row, so each is counted, and the reason names the quote's line.
+    """
+    if last <= first:
+        yield MalformedRow(f"{file_name}:{first}", reason)
+        return
+    reason = (
+        f"{reason}; the record spans lines {first} to {last}, so check for an "
+        f"unbalanced quote on line {first}"
+    )
+    for line in range(first, last + 1):
+        yield MalformedRow(f"{file_name}:{line}", reason)
+
+
 def _iterate_records(reader, file_name: str):
     """Yields ``(first line, record)`` pairs, with a csv.Error as a MalformedRow.
 
@@ -294,7 +312,10 @@ def _iterate_records(reader, file_name: str):
         except StopIteration:
             return
         except csv.Error as e:
-            yield line, MalformedRow(f"{file_name}:{line}", f"CSV error: {e}")
+            for malformed in _malformed_lines(
+                file_name, line, reader.line_num, f"CSV error: {e}"
+            ):
+                yield line, malformed
 
 
 def decode_file_bytes(data: bytes) -> str:

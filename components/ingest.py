@@ -38,6 +38,9 @@ from tfx.utils import proto_utils
 from components import csv_parsing
 
 DESCRIPTION_KEY = "description"
+# A digest of recguard's component code. The executor does not read it: as
+# an execution parameter it is part of TFX's cache key.
+CODE_VERSION_KEY = "code_version"
 FINDINGS_DIR = "ingest"
 FINDINGS_PATTERN = "findings-*.jsonl"
 # Split name for findings that happen before a row has a split.
@@ -372,7 +375,10 @@ class CsvIngestGenSpec(types.ComponentSpec):
 
     PARAMETERS = dict(
         standard_component_specs.FileBasedExampleGenSpec.PARAMETERS,
-        **{DESCRIPTION_KEY: ExecutionParameter(type=str)},
+        **{
+            DESCRIPTION_KEY: ExecutionParameter(type=str),
+            CODE_VERSION_KEY: ExecutionParameter(type=str, optional=True),
+        },
     )
     INPUTS = standard_component_specs.FileBasedExampleGenSpec.INPUTS
     OUTPUTS = standard_component_specs.FileBasedExampleGenSpec.OUTPUTS
@@ -384,12 +390,16 @@ class CsvIngestGen(example_gen_component.FileBasedExampleGen):
     SPEC_CLASS = CsvIngestGenSpec
     EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(Executor)
 
-    def __init__(self, input_base: str, description: dict[str, Any]):
+    def __init__(
+        self, input_base: str, description: dict[str, Any], code_version: str = ""
+    ):
         """Creates the component.
 
         Args:
             input_base: folder with the CSV files.
             description: `Description.to_dict()` of the dataset.
+            code_version: a digest of the component code, so that a code
+                change reruns ExampleGen instead of reusing a cached result.
         """
         input_config = example_gen_pb2.Input(
             splits=[
@@ -418,7 +428,10 @@ class CsvIngestGen(example_gen_component.FileBasedExampleGen):
             output_data_format=example_gen_pb2.FORMAT_TF_EXAMPLE,
             output_file_format=example_gen_pb2.FORMAT_TFRECORDS_GZIP,
             examples=types.Channel(type=example_gen_component.standard_artifacts.Examples),
-            **{DESCRIPTION_KEY: json.dumps(description, sort_keys=True)},
+            **{
+                DESCRIPTION_KEY: json.dumps(description, sort_keys=True),
+                CODE_VERSION_KEY: code_version,
+            },
         )
         super(example_gen_component.FileBasedExampleGen, self).__init__(spec=spec)
 

@@ -71,6 +71,7 @@ def PostTransformGate(
     transform_graph: InputArtifact[standard_artifacts.TransformGraph],
     checked_examples: OutputArtifact[standard_artifacts.Examples],
     report_dir: Parameter[str] = "",
+    code_version: Parameter[str] = "",
 ) -> None:
     """Fails on any non-finite transformed value; passes the examples on.
 
@@ -79,7 +80,11 @@ def PostTransformGate(
         transform_graph: Transform's graph, for the transformed feature spec.
         checked_examples: the same examples, copied after the check.
         report_dir: extra folder for ``post_transform_check.json``.
+        code_version: a digest of recguard's component code. It is not read
+            here: as a parameter it is part of TFX's cache key, so a code
+            change reruns the check instead of reusing its cached result.
     """
+    del code_version  # Only part of the cache key.
     feature_spec = tft.TFTransformOutput(transform_graph.uri).transformed_feature_spec()
     splits = artifact_utils.decode_split_names(transformed_examples.split_names)
     result = {"splits": {}, "findings": []}

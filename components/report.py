@@ -257,7 +257,10 @@ def _markdown_findings(report: dict) -> list[str]:
         "| --- | --- | --- | --- | --- |",
     ]
     for entry in entries:
-        anomalies = "; ".join(_anomaly_short(a) for a in entry.get("anomalies", []))
+        # TFDV gives several anomaly types the same short text, so each
+        # text is listed once.
+        shorts = dict.fromkeys(_anomaly_short(a) for a in entry.get("anomalies", []))
+        anomalies = "; ".join(shorts)
         lines.append(
             f"| {_markdown_cell(entry.get('feature', ''))} "
             f"| {_markdown_cell(entry.get('split', ''))} "
@@ -342,7 +345,8 @@ td.zero .fraction { color: #b8bfca; }
 #findings td.feature { min-width: 110px; max-width: 200px; overflow-wrap: anywhere; }
 td ul { margin: 0; padding-left: 16px; }
 .decision { display: inline-block; padding: 1px 8px; border-radius: 4px;
-  font-weight: 600; text-transform: uppercase; font-size: 12px; }
+  font-weight: 600; text-transform: uppercase; font-size: 12px;
+  white-space: nowrap; }
 .decision-pass { background: #dff3e4; color: #17602a; }
 .decision-repair { background: #e3ecfb; color: #1d4ea0; }
 .decision-tolerate { background: #fdf1d6; color: #7a5300; }

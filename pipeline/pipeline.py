@@ -90,9 +90,10 @@ def create_pipeline(
             ``--extra_package``; remote workers need that. False passes them
             by import path (`PREPROCESSING_FN`, `RUN_FN`) instead, for a
             local run or an image that has recguard installed: no wheel is
-            built or installed then. Either way the custom config carries
+            built or installed then. Either way every recguard component and
+            the Transform and Trainer custom config carry
             `user_code_version()`, so a change to `components/` invalidates
-            cached Transform and Trainer results.
+            their cached results.
 
     Raises:
         ValueError: when `component_beam_args` names a node that does not
@@ -102,7 +103,12 @@ def create_pipeline(
     description_dict["data_dir"] = data_dir
     description_json = json.dumps(description_dict, sort_keys=True)
 
-    example_gen = CsvIngestGen(input_base=data_dir, description=description_dict)
+    # A digest of components/ in every recguard component's parameters, so a
+    # code change reruns them instead of reusing cached results.
+    code_version = user_code_version()
+    example_gen = CsvIngestGen(
+        input_base=data_dir, description=description_dict, code_version=code_version
+    )
     example_gen = example_gen.with_id("ExampleGen")
     statistics_gen = tfx.components.StatisticsGen(
         examples=example_gen.outputs["examples"]
@@ -124,11 +130,11 @@ def create_pipeline(
         contract=import_schema.outputs["schema"],
         description_json=description_json,
         report_dir=report_dir,
+        code_version=code_version,
     )
     nodes = [example_gen, statistics_gen, schema_gen, import_schema, example_validator, gate]
 
     if not stop_after_gate:
-        code_version = user_code_version()
         if package_user_modules:
             transform_code = {"module_file": TRANSFORM_MODULE}
             trainer_code = {"module_file": TRAINER_MODULE}
@@ -152,6 +158,7 @@ def create_pipeline(
             transformed_examples=transform.outputs["transformed_examples"],
             transform_graph=transform.outputs["transform_graph"],
             report_dir=report_dir,
+            code_version=code_version,
         )
         trainer = tfx.components.Trainer(
             **trainer_code,
@@ -195,9 +202,9 @@ def create_pipeline(
 def user_code_version() -> str:
     """Returns a digest of the Python files in `components/`.
 
-    TFX keys its cache on the execution properties. A module file passed by
-    path changes the wheel's name when its code changes, but a function
-    passed by import path does not, so this digest takes the wheel name's place in the cache key.
+    TFX keys its cache on the execution properties, not on the code of a
+    custom component or of a function passed by import path. This digest,
+    passed as a property, makes a code change rerun those components.
     """
     digest = hashlib.sha256()
     for path in sorted(glob.glob(os.path.join(COMPONENTS_DIR, "*.py"))):

@@ -276,6 +276,38 @@ def test_multiline_field_first_line():
     assert [row.line_ref for row in rows] == ["f.csv:2", "f.csv:4"]
 
 
+def test_stray_quote_counts_every_line():
+    # The quote before "Cup opens a field that swallows lines 3 to 6, so the
+    # reader returns one record of 3 fields. Each of its lines is counted.
+    text = (
+        HEADER
+        + "A1,2010-12-01 08:00:00,1.5,UK\n"
+        + 'A2,2010-12-01 09:00:00,"Cup,UK\n'
+        + "A3,2010-12-01 10:00:00,2.5,UK\n"
+        + "A4,2010-12-01 11:00:00,3.5,UK\n"
+        + 'A5,2010-12-01 12:00:00,4.5,UK"\n'
+        + "A6,2010-12-01 13:00:00,5.5,UK\n"
+    )
+    items = parse(text)
+    malformed = [item for item in items if isinstance(item, MalformedRow)]
+    assert [m.line_ref for m in malformed] == ["f.csv:3", "f.csv:4", "f.csv:5", "f.csv:6"]
+    assert malformed[0].reason == (
+        "expected 4 fields, found 3; the record spans lines 3 to 6, so check "
+        "for an unbalanced quote on line 3"
+    )
+    assert [row.line_ref for row in rows_of(items)] == ["f.csv:2", "f.csv:7"]
+
+
+def test_unclosed_quote_counts_rest_of_file():
+    body = "".join(f"A{i},2010-12-01 08:00:00,1.5,UK\n" for i in range(3, 10))
+    text = HEADER + "A1,2010-12-01 08:00:00,1.5,UK\n" + 'A2,2010-12-01 08:00:00,"1.5,UK\n' + body
+    items = parse(text)
+    malformed = [item for item in items if isinstance(item, MalformedRow)]
+    # Line 3 opens the quote, which runs to the last line, 10.
+    assert [m.line_ref for m in malformed] == [f"f.csv:{line}" for line in range(3, 11)]
+    assert [row.line_ref for row in rows_of(items)] == ["f.csv:2"]
+
+
 def test_empty_file_finding():
     items = parse("")
     assert [(f.kind, f.file) for f in items] == [("empty_file", "f.csv")]

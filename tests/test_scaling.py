@@ -216,7 +216,7 @@ def _custom_config(node) -> dict:
     return json.loads(node.exec_properties["custom_config"])
 
 
-def test_code_version_in_custom_config(description, tmp_path):
+def test_code_version_in_every_node(description, tmp_path):
     from pipeline import pipeline as pipeline_module
 
     version = pipeline_module.user_code_version()
@@ -229,6 +229,8 @@ def test_code_version_in_custom_config(description, tmp_path):
         }
         for node_id in ("Transform", "Trainer"):
             assert _custom_config(nodes[node_id])["code_version"] == version, node_id
+        for node_id in ("ExampleGen", "AnomalyGate", "PostTransformGate"):
+            assert nodes[node_id].exec_properties["code_version"] == version, node_id
 
 
 def test_code_version_follows_code(tmp_path, monkeypatch):
