@@ -101,7 +101,10 @@ def _empty_split_advice(split: str, rows: int, total_rows: int) -> str:
     # train. So an empty train split means that every row has the same time,
     # and an empty eval split that no row has a readable time.
     if total_rows == 0:
-        return "No data row was read: the files contain only headers or malformed rows."
+        return (
+            "No data row was read: the files are empty, or contain only a "
+            "header or malformed rows."
+        )
     if rows == 0 and split == "train":
         return (
             "Every row has the same time, so all rows are in the eval time "
