@@ -18,19 +18,10 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import common  # noqa: E402
+from pipeline.pipeline import NODE_IDS  # noqa: E402
 
-COMPONENTS = (
-    "ExampleGen",
-    "StatisticsGen",
-    "SchemaGen",
-    "ImportSchemaGen",
-    "ExampleValidator",
-    "AnomalyGate",
-    "Transform",
-    "PostTransformGate",
-    "Trainer",
-    "Pusher",
-)
+# Component order of the tables: the pipeline's execution order.
+COMPONENTS = NODE_IDS
 # Targets of the whole-year run on 2 cores.
 TARGET_WALL_S = 180.0
 TARGET_PEAK_GIB = 2.0

@@ -17,6 +17,8 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUNDLED = os.path.join(REPO, "data", "online_retail_2010_12")
+# Written out instead of imported from pipeline.pipeline.NODE_IDS, so the
+# tests check that list and the built pipeline against an independent one.
 NODES = (
     "ExampleGen",
     "StatisticsGen",

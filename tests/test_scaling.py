@@ -24,6 +24,8 @@ from pipeline import beam_config
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUNDLED = os.path.join(REPO, "data", "online_retail_2010_12")
 SLICE_FILES = ("2010-12-01.csv", "2010-12-02.csv")
+# Written out instead of imported from pipeline.pipeline.NODE_IDS, so the
+# tests check that list and the built pipeline against an independent one.
 NODES = (
     "ExampleGen",
     "StatisticsGen",
