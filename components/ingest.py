@@ -251,10 +251,9 @@ def _assign_split(row: csv_parsing.ParsedRow, cutoff: float | None) -> str:
     return "eval" if row.timestamp >= cutoff else "train"
 
 
-def _time_cutoff(bounds: list, eval_fraction: float) -> float | None:
-    if not bounds:
-        return None
-    low, high = bounds[0]
+def _time_cutoff(bounds: tuple, eval_fraction: float) -> float | None:
+    """Returns the time from which rows go to eval, or None without times."""
+    low, high = bounds
     if low is None or high is None:
         return None
     return high - eval_fraction * (high - low)
@@ -335,7 +334,7 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
                 paths
                 | "FileTimeRange" >> beam.ParDo(_FileTimeRange(description))
                 | "TimeRange" >> beam.CombineGlobally(_MinMax())
-                | "Cutoff" >> beam.Map(lambda b: _time_cutoff([b], eval_fraction))
+                | "Cutoff" >> beam.Map(_time_cutoff, eval_fraction)
             )
         else:
             cutoff = None
