@@ -231,21 +231,17 @@ def masked_bce_loss(
     valid = tf.math.is_finite(labels) & tf.math.is_finite(logits)
     valid &= tf.math.is_finite(weights) & (weights >= 0.0)
 
-    # A finite label far outside [0, 1] can still overflow the product
-    # label * logit. A first pass, outside the gradient, finds those rows.
     zeros = tf.zeros_like(labels)
-    probe = tf.nn.sigmoid_cross_entropy_with_logits(
-        labels=tf.where(valid, labels, zeros),
-        logits=tf.stop_gradient(tf.where(valid, logits, zeros)),
-    )
-    valid &= tf.math.is_finite(probe)
-
     per_example = tf.nn.sigmoid_cross_entropy_with_logits(
         labels=tf.where(valid, labels, zeros), logits=tf.where(valid, logits, zeros)
     )
+    # A finite label far outside [0, 1] can overflow label * logit to inf.
+    # Such a row is left out here, and its gradient is 0, not NaN.
+    valid &= tf.math.is_finite(per_example)
     kept_weights = tf.where(valid, weights, zeros)
     loss = tf.math.divide_no_nan(
-        tf.reduce_sum(kept_weights * per_example), tf.reduce_sum(kept_weights)
+        tf.reduce_sum(kept_weights * tf.where(valid, per_example, zeros)),
+        tf.reduce_sum(kept_weights),
     )
     num_masked = tf.reduce_sum(tf.cast(tf.logical_not(valid), tf.int32))
     return loss, num_masked
@@ -697,45 +693,54 @@ class GuardedLoop:
             grad_norm = tf.linalg.global_norm([g for g, _ in pairs])
         norm_is_finite = tf.math.is_finite(grad_norm)
         active = tf.equal(self._halt_reason.read_value(), _NOT_HALTED)
-        skip = tf.logical_not(norm_is_finite) & active
+
+        # A step is applied, skipped, or ignored once the loop has halted.
+        # Applied and skipped steps write in their own tf.cond branch. A
+        # skipped step writes only counters, so model weights and optimizer
+        # state (iterations, moments) stay bit-identical. The two conds are
+        # not nested, because each level of a lowered cond adds a Switch op
+        # for every captured gradient, variable and optimizer slot.
+        # NOTE: tested only under the default distribution strategy. Other
+        # strategies may reject apply_gradients inside a tf.cond branch.
+        def leave_variables() -> tf.Tensor:
+            return tf.constant(False)
 
         def apply_update() -> tf.Tensor:
             clipped, _ = tf.clip_by_global_norm(
                 [g for g, _ in pairs], config.clip_norm, use_norm=grad_norm
             )
             self._optimizer.apply_gradients(zip(clipped, [v for _, v in pairs]))
+            steps_run = self.step.assign_add(1)
+            self.consecutive_skips.assign(0)
+            # Skips alone raise the skip fraction, except on the step that
+            # reaches min_steps_for_fraction, where the limit starts to apply.
+            tf.cond(
+                tf.equal(steps_run, config.min_steps_for_fraction),
+                lambda: self._update_halt(
+                    steps_run,
+                    self.skipped_steps.read_value(),
+                    tf.constant(0, tf.int64),
+                    step,
+                    batch_index,
+                ),
+                leave_variables,
+            )
             return tf.constant(True)
 
-        def leave_variables() -> tf.Tensor:
+        def skip_update() -> tf.Tensor:
+            steps_run = self.step.assign_add(1)
+            skipped_total = self.skipped_steps.assign_add(1)
+            consecutive = self.consecutive_skips.assign_add(1)
+            self._record_skip(pairs, grad_norm, step, batch_index, skipped_total)
+            self._update_halt(steps_run, skipped_total, consecutive, step, batch_index)
             return tf.constant(False)
 
-        # The false branch writes nothing, so model weights and optimizer
-        # state (iterations, moments) stay bit-identical on a skipped step.
-        # NOTE: tested only under the default distribution strategy. Other
-        # strategies may reject apply_gradients inside a tf.cond branch.
         applied = tf.cond(norm_is_finite & active, apply_update, leave_variables)
-
-        active_int = tf.cast(active, tf.int64)
-        skip_int = tf.cast(skip, tf.int64)
-        steps_run = self.step.assign_add(active_int)
-        skipped_total = self.skipped_steps.assign_add(skip_int)
-        consecutive = self.consecutive_skips.assign(
-            tf.where(
-                active,
-                tf.where(skip, self.consecutive_skips + 1, tf.constant(0, tf.int64)),
-                self.consecutive_skips,
-            )
+        tf.cond(tf.logical_not(norm_is_finite) & active, skip_update, leave_variables)
+        self.masked_examples.assign_add(
+            tf.cast(num_masked, tf.int64) * tf.cast(active, tf.int64)
         )
-        self.masked_examples.assign_add(tf.cast(num_masked, tf.int64) * active_int)
         self._batch_index.assign_add(1)
-
-        def record_skip() -> tf.Tensor:
-            return self._record_skip(pairs, grad_norm, step, batch_index, skipped_total)
-
-        tf.cond(skip, record_skip, leave_variables)
-        self._update_halt(
-            active, steps_run, skipped_total, consecutive, step, batch_index
-        )
 
         return {
             "loss": loss,
@@ -832,14 +837,20 @@ class GuardedLoop:
 
     def _update_halt(
         self,
-        active: tf.Tensor,
         steps_run: tf.Tensor,
         skipped_total: tf.Tensor,
         consecutive: tf.Tensor,
         step: tf.Tensor,
         batch_index: tf.Tensor,
-    ) -> None:
-        """Set the halt reason, step and batch the first time a limit is exceeded."""
+    ) -> tf.Tensor:
+        """Set the halt reason, step and batch when a limit is exceeded.
+
+        Runs only on a step taken while the loop was not halted, so the
+        first exceeded limit is the one recorded.
+
+        Returns:
+            A bool tensor, True when the loop halts at this step.
+        """
         config = self._config
         too_many_consecutive = consecutive > config.max_consecutive_skips
         fraction = tf.cast(skipped_total, tf.float64) / tf.cast(
@@ -853,10 +864,11 @@ class GuardedLoop:
             tf.constant(_HALTED_CONSECUTIVE, tf.int64),
             tf.constant(_HALTED_FRACTION, tf.int64),
         )
-        halts_now = active & (too_many_consecutive | too_large_fraction)
+        halts_now = too_many_consecutive | too_large_fraction
         self._halt_reason.assign(tf.where(halts_now, reason, self._halt_reason))
         self._halt_step.assign(tf.where(halts_now, step, self._halt_step))
         self._halt_batch.assign(tf.where(halts_now, batch_index, self._halt_batch))
+        return halts_now
 
 
 def _unpack_batch(batch: Any) -> tuple[Any, Any, Any]:

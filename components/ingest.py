@@ -10,7 +10,9 @@ output artifact) with an executor that
 - writes ``ingest/findings-*.jsonl`` into the Examples artifact: per split
   and column, the count of each finding kind with sample line numbers, rows
   per split, malformed rows and file-level findings. The anomaly gate reads
-  it together with the TFDV statistics.
+  it together with the TFDV statistics;
+- writes each split as it is parsed, in file order, without the reshuffle
+  of the stock executor (see `Executor.Do`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from tfx import types
 from tfx.components.example_gen import base_example_gen_executor
 from tfx.components.example_gen import component as example_gen_component
 from tfx.components.example_gen import utils as example_gen_utils
+from tfx.components.example_gen import write_split
+from tfx.components.util import examples_utils
 from tfx.dsl.components.base import executor_spec
 from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils, standard_component_specs
@@ -300,11 +304,54 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
         raise NotImplementedError("CsvIngestGen splits by time in GenerateExamplesByBeam")
 
     def Do(self, input_dict, output_dict, exec_properties) -> None:
+        """Writes the train and eval splits and the findings into the artifact.
+
+        Does what the base executor's ``Do`` does, except that each split is
+        written as it is parsed. The base executor reshuffles every split
+        before writing it, and on the in-process DirectRunner that shuffle
+        keeps the whole split in memory: about 0.5 GiB on the Online Retail
+        year. Rows stay in file order; the Trainer shuffles its input itself.
+        """
+        self._log_startup(input_dict, output_dict, exec_properties)
         examples = artifact_utils.get_single_instance(
             output_dict[standard_component_specs.EXAMPLES_KEY]
         )
         self._findings_dir = os.path.join(examples.uri, FINDINGS_DIR)
-        super().Do(input_dict, output_dict, exec_properties)
+        input_config = example_gen_pb2.Input()
+        proto_utils.json_to_proto(
+            exec_properties[standard_component_specs.INPUT_CONFIG_KEY], input_config
+        )
+        output_config = example_gen_pb2.Output()
+        proto_utils.json_to_proto(
+            exec_properties[standard_component_specs.OUTPUT_CONFIG_KEY], output_config
+        )
+        examples.split_names = artifact_utils.encode_split_names(
+            example_gen_utils.generate_output_split_names(input_config, output_config)
+        )
+
+        with self._make_beam_pipeline() as pipeline:
+            splits = self.GenerateExamplesByBeam(pipeline, exec_properties)
+            for split_name, serialized in splits.items():
+                prefix = os.path.join(
+                    artifact_utils.get_split_uri([examples], split_name),
+                    write_split.DEFAULT_TF_RECORD_FILE_NAME,
+                )
+                _ = serialized | f"WriteSplit[{split_name}]" >> beam.io.WriteToTFRecord(
+                    prefix, file_name_suffix=".gz"
+                )
+
+        payload_format = exec_properties.get(
+            standard_component_specs.OUTPUT_DATA_FORMAT_KEY
+        )
+        if payload_format:
+            examples_utils.set_payload_format(examples, payload_format)
+        file_format = exec_properties.get(
+            standard_component_specs.OUTPUT_FILE_FORMAT_KEY
+        )
+        if file_format:
+            examples_utils.set_file_format(
+                examples, write_split.to_file_format_str(file_format)
+            )
 
     def GenerateExamplesByBeam(
         self, pipeline: beam.Pipeline, exec_properties: Dict[str, Any]

@@ -191,6 +191,25 @@ def test_masked_loss_leaves_out_invalid_row(row_label, row_logit, row_weight):
     assert int(num_masked) == 1
 
 
+def test_masked_loss_gradient_is_zero_for_overflowing_row():
+    labels = tf.constant([1.0, 3e38, 0.0])
+    logits = tf.constant([0.7, 10.0, -0.2])
+    weights = tf.constant([2.0, 1.0, 1.0])
+
+    with tf.GradientTape() as tape:
+        tape.watch(logits)
+        loss, num_masked = masked_bce_loss(labels, logits, weights)
+    gradient = tape.gradient(loss, logits).numpy()
+
+    assert int(num_masked) == 1
+    assert np.all(np.isfinite(gradient))
+    assert gradient[1] == 0.0
+    # d/dx of the weighted mean over the two kept rows: w * (sigmoid(x) - z) / sum(w).
+    sigmoid = 1.0 / (1.0 + np.exp(-np.array([0.7, -0.2])))
+    expected = np.array([2.0, 1.0]) * (sigmoid - np.array([1.0, 0.0])) / 3.0
+    np.testing.assert_allclose(gradient[[0, 2]], expected, rtol=1e-5)
+
+
 def test_masked_loss_without_valid_rows_is_zero():
     logits = tf.constant([[0.3], [0.1]])
     with tf.GradientTape() as tape:
@@ -449,6 +468,35 @@ def test_skip_fraction_raises():
 
     assert "halted at step 9 (batch 9)" in str(raised.value)
     assert "4 of 10 steps" in str(raised.value)
+
+
+def test_fraction_halt_on_healthy_step():
+    _, _, loop = build_loop(
+        max_consecutive_skips=100, max_skip_fraction=0.1, min_steps_for_fraction=10
+    )
+    # 2 skips among the first 10 steps; step 9 itself is healthy.
+    batches = [make_batch(seed=i, poison=i < 2) for i in range(14)]
+
+    with pytest.raises(NonFiniteTrainingError, match="max_skip_fraction") as raised:
+        loop.run(batches, max_steps=None, log_every=100)
+
+    assert "halted at step 9 (batch 9)" in str(raised.value)
+    assert "2 of 10 steps" in str(raised.value)
+    assert int(loop.step.numpy()) == 10
+
+
+def test_fraction_below_limit_trains_on():
+    _, _, loop = build_loop(
+        max_consecutive_skips=100, max_skip_fraction=0.1, min_steps_for_fraction=10
+    )
+    # 1 skip in 12 steps stays under the limit at step 9 and after.
+    batches = [make_batch(seed=i, poison=i == 0) for i in range(12)]
+
+    result = loop.run(batches, max_steps=None, log_every=100)
+
+    assert result.steps == 12
+    assert result.skipped_steps == 1
+    assert int(loop.consecutive_skips.numpy()) == 0
 
 
 def test_run_adds_step_to_check_error():

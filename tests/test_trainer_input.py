@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from components import trainer_module
 
@@ -51,19 +52,25 @@ def test_same_seed_same_order():
     assert order(11) == order(11)
 
 
-def test_batched_logits_equal_one_pass(monkeypatch):
+def _small_model():
     import tensorflow as tf
 
     tf.random.set_seed(5)
-    model = trainer_module.Recommender(
+    return trainer_module.Recommender(
         user_feature="user",
         item_feature="item",
-        num_users=6,
+        num_users=8,
         num_items=8,
         categorical_sizes={"country": 3},
         dense_features=["price"],
         embedding_dim=4,
     )
+
+
+def test_batched_logits_equal_one_pass(monkeypatch):
+    import tensorflow as tf
+
+    model = _small_model()
     rows = 10
     features = {
         "user": np.arange(rows, dtype=np.int64) % 6,
@@ -77,3 +84,55 @@ def test_batched_logits_equal_one_pass(monkeypatch):
     batched = trainer_module._predict_logits(model, features)
     assert batched.shape == (rows,)
     np.testing.assert_allclose(batched, whole["logits"].numpy(), rtol=1e-6)
+
+
+def test_top_k_breaks_ties_by_item_index():
+    scores = np.array([[1.0, 3.0, 3.0, 0.5, 3.0]])
+    np.testing.assert_array_equal(trainer_module.top_k_items(scores, 3), [[1, 2, 4]])
+
+
+def test_ranking_metrics_match_hand_values():
+    top = np.array([[2, 0], [1, 0], [4, 5]])
+    relevant = [{2}, {0, 3}, set()]
+
+    recalls, ndcgs = trainer_module.ranking_metrics(top, relevant, k=2)
+
+    # The user without held-out items is left out.
+    assert len(recalls) == 2
+    np.testing.assert_allclose(recalls, [1.0, 0.5])
+    # The second user: one hit at rank 2, two held-out items.
+    second = (1.0 / np.log2(3)) / (1.0 + 1.0 / np.log2(3))
+    np.testing.assert_allclose(ndcgs, [1.0, second])
+
+
+def test_evaluation_in_user_blocks_equals_one_block(monkeypatch):
+    rows = 12
+    names = {"user": "user", "item": "item", "categorical": ["country"], "dense": ["price"]}
+    eval_ = {
+        "user": np.arange(rows, dtype=np.int64) % 7,
+        "item": (np.arange(rows, dtype=np.int64) * 3) % 6,
+        "country": np.arange(rows, dtype=np.int64) % 3,
+        "price": np.linspace(0.0, 1.0, rows).astype(np.float32),
+    }
+    train = {"item": np.array([0, 0, 1, 2, 2, 2, 5], np.int64)}
+    model = _small_model()
+
+    def run():
+        return trainer_module.evaluate(
+            model, names, train, eval_, num_items=6, missing_user_index=-1,
+            k=3, negatives=2, seed=1,
+        )
+
+    whole = run()
+    # Blocks of 2 users: the 7 users are ranked in 4 blocks.
+    monkeypatch.setattr(trainer_module, "RANKING_BLOCK_USERS", 2)
+    blocked = run()
+
+    assert whole["eval_users"] == 7
+    assert blocked == whole
+    # The popularity list is items 2, 0, 1; compare with a hand count.
+    held_out = {}
+    for user, item in zip(eval_["user"], eval_["item"]):
+        held_out.setdefault(int(user), set()).add(int(item))
+    expected = np.mean([len(items & {2, 0, 1}) / len(items) for items in held_out.values()])
+    assert whole["popularity_recall_at_3"] == pytest.approx(expected)
