@@ -8,7 +8,14 @@ import json
 import os
 from typing import Any
 
-from tfx import v1 as tfx
+# The modules themselves, not tfx.v1, which also imports its Google Cloud
+# extensions: importing tfx.v1 took 9.8 s and 0.84 GiB on the 2-core
+# machine, importing only these modules 6.5 s and 0.71 GiB.
+from tfx import components as tfx_components
+from tfx.components.schema_gen.import_schema_gen.component import ImportSchemaGen
+from tfx.orchestration import metadata as tfx_metadata
+from tfx.orchestration import pipeline as tfx_pipeline
+from tfx.proto import pusher_pb2, trainer_pb2, transform_pb2
 
 from components.anomaly_gate import AnomalyGate
 from components.ingest import CsvIngestGen
@@ -60,7 +67,7 @@ def create_pipeline(
     enable_cache: bool = True,
     metadata_connection_config=None,
     package_user_modules: bool = True,
-) -> tfx.dsl.Pipeline:
+) -> tfx_pipeline.Pipeline:
     """Builds the pipeline.
 
     Args:
@@ -114,16 +121,16 @@ def create_pipeline(
     # less on the Online Retail year (bench/bench_statistics.py), but their
     # result depends on the order in which Beam merges partial results, so
     # the statistics would differ between runners.
-    statistics_gen = tfx.components.StatisticsGen(
+    statistics_gen = tfx_components.StatisticsGen(
         examples=example_gen.outputs["examples"]
     )
     # SchemaGen's inferred schema is kept for comparison with the contract;
     # validation uses the curated schema only.
-    schema_gen = tfx.components.SchemaGen(
+    schema_gen = tfx_components.SchemaGen(
         statistics=statistics_gen.outputs["statistics"], infer_feature_shape=False
     )
-    import_schema = tfx.components.ImportSchemaGen(schema_file=schema_path)
-    example_validator = tfx.components.ExampleValidator(
+    import_schema = ImportSchemaGen(schema_file=schema_path)
+    example_validator = tfx_components.ExampleValidator(
         statistics=statistics_gen.outputs["statistics"],
         schema=import_schema.outputs["schema"],
     )
@@ -145,11 +152,11 @@ def create_pipeline(
         else:
             transform_code = {"preprocessing_fn": PREPROCESSING_FN}
             trainer_code = {"run_fn": RUN_FN}
-        transform = tfx.components.Transform(
+        transform = tfx_components.Transform(
             examples=example_gen.outputs["examples"],
             schema=gate.outputs["schema"],
             **transform_code,
-            splits_config=tfx.proto.SplitsConfig(
+            splits_config=transform_pb2.SplitsConfig(
                 analyze=["train"], transform=["train", "eval"]
             ),
             custom_config={"description": description_dict, "code_version": code_version},
@@ -164,23 +171,23 @@ def create_pipeline(
             report_dir=report_dir,
             code_version=code_version,
         )
-        trainer = tfx.components.Trainer(
+        trainer = tfx_components.Trainer(
             **trainer_code,
             examples=post_gate.outputs["checked_examples"],
             transform_graph=transform.outputs["transform_graph"],
             schema=gate.outputs["schema"],
-            train_args=tfx.proto.TrainArgs(num_steps=train_steps),
-            eval_args=tfx.proto.EvalArgs(num_steps=1),
+            train_args=trainer_pb2.TrainArgs(num_steps=train_steps),
+            eval_args=trainer_pb2.EvalArgs(num_steps=1),
             custom_config={
                 "description": description_dict,
                 "guard": guard or {},
                 "code_version": code_version,
             },
         )
-        pusher = tfx.components.Pusher(
+        pusher = tfx_components.Pusher(
             model=trainer.outputs["model"],
-            push_destination=tfx.proto.PushDestination(
-                filesystem=tfx.proto.PushDestination.Filesystem(
+            push_destination=pusher_pb2.PushDestination(
+                filesystem=pusher_pb2.PushDestination.Filesystem(
                     base_directory=serving_model_dir
                 )
             ),
@@ -190,10 +197,10 @@ def create_pipeline(
     _add_component_beam_args(nodes, component_beam_args or {})
 
     if metadata_connection_config is None and metadata_path:
-        metadata_connection_config = tfx.orchestration.metadata.sqlite_metadata_connection_config(
+        metadata_connection_config = tfx_metadata.sqlite_metadata_connection_config(
             metadata_path
         )
-    return tfx.dsl.Pipeline(
+    return tfx_pipeline.Pipeline(
         pipeline_name=pipeline_name,
         pipeline_root=pipeline_root,
         components=nodes,

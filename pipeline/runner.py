@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from tfx import v1 as tfx
+from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 
 from pipeline import pipeline as pipeline_module
 from pipeline.dataset import Description
@@ -66,4 +66,4 @@ def run(
         enable_cache=enable_cache,
         package_user_modules=package_user_modules,
     )
-    tfx.orchestration.LocalDagRunner().run(built)
+    LocalDagRunner().run(built)
