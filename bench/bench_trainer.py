@@ -250,9 +250,9 @@ def write_doc(results: dict) -> None:
     lines += [
         "",
         "\"speed vs unguarded\" is the median over the repetitions of the variant's "
-        "steps per second divided by the unguarded loop's in the same repetition; "
-        "\"CPU speed vs unguarded\" is the same with CPU seconds per step (all threads "
-        "of the process, the input pipeline's included).",
+        "steps per second divided by the unguarded loop's in the same repetition. "
+        "\"CPU speed vs unguarded\" is the same ratio for CPU seconds per step, counting "
+        "all threads of the process, the input pipeline's included.",
         "",
         f"Guarded / unguarded = {ratio:.2f} in wall time and {cpu_ratio:.2f} in CPU time "
         f"(target {TARGET_RATIO}: {verdict}). "

@@ -238,13 +238,26 @@ def decide(
                 )
                 reasons.append(text)
                 block(name, split, "missing_column", counts["absent"], fractions["absent"], text)
+            is_id = role in ("user_id", "item_id")
+            max_unreadable = 0.0 if is_id else float(policy["max_unreadable"])
+            # Unreadable cells are missing values too. When they exceed their
+            # own limit, they block under "unreadable" only, so that one bad
+            # cell is not reported as two blocking findings.
+            unreadable_blocks = (
+                _fraction(counts["unreadable"], rows) > max_unreadable
+                and counts["unreadable"] > 0
+            )
+            if unreadable_blocks:
+                missing_kinds = tuple(k for k in MISSING_KINDS if k != "unreadable")
+            else:
+                missing_kinds = MISSING_KINDS
             check(
                 "missing",
-                missing,
+                sum(counts[k] for k in missing_kinds),
                 max_missing,
                 "missing values",
                 f"policy.roles.{role}.max_missing",
-                MISSING_KINDS,
+                missing_kinds,
             )
             check(
                 "non_finite",
@@ -254,11 +267,10 @@ def decide(
                 f"policy.roles.{role}.max_non_finite",
                 NON_FINITE_KINDS,
             )
-            is_id = role in ("user_id", "item_id")
             check(
                 "unreadable",
                 counts["unreadable"],
-                0.0 if is_id else float(policy["max_unreadable"]),
+                max_unreadable,
                 f"values unreadable as {column['type']}",
                 "0 for ids" if is_id else "policy.max_unreadable",
                 ("unreadable",),

@@ -617,6 +617,12 @@ def _blocked_checks(
         )
         entry = features.get((item["feature"], item["split"]))
         count_kinds = BLOCKING_COUNT_KINDS.get(item["kind"])
+        if item["kind"] == "missing" and (item["feature"], item["split"], "unreadable") in {
+            (b["feature"], b["split"], b["kind"]) for b in blocking
+        }:
+            # Unreadable cells that block on their own are not counted again
+            # among the missing values.
+            count_kinds = tuple(k for k in count_kinds if k != "unreadable")
         if entry is not None and count_kinds is not None:
             counted = sum(entry["counts"][kind] for kind in count_kinds)
             checks.append(

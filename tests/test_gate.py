@@ -181,6 +181,22 @@ def test_decide_unreadable_id_blocks():
     assert blocking_keys(result) == [("CustomerID", "train", "unreadable", 1)]
 
 
+def test_decide_unreadable_item_id_blocks_once():
+    # StockCode allows no missing value either, but its unreadable cell is
+    # one finding, reported under "unreadable" only.
+    result = decide({"train": 10}, {("train", "StockCode"): {"unreadable": 1}})
+    assert blocking_keys(result) == [("StockCode", "train", "unreadable", 1)]
+
+
+def test_decide_unreadable_within_limit_counts_as_missing():
+    # 1 unreadable of 10 is within max_unreadable = 10 %, and with 3 NA
+    # tokens it makes 4 missing values, over max_missing = 30 %.
+    result = decide(
+        {"train": 10}, {("train", "Country"): {"unreadable": 1, "na_token": 3}}
+    )
+    assert blocking_keys(result) == [("Country", "train", "missing", 4)]
+
+
 def test_decide_missing_column_blocks():
     findings = [
         {"file": "a.csv", "kind": "missing_column", "column": "Country", "detail": ""}
@@ -399,11 +415,11 @@ UNREADABLE = GateCase(
         ("InvoiceDate", "train"): "block",
         ("UnitPrice", "eval"): "block",
     },
+    # Each unreadable cell blocks once, under "unreadable", although it is
+    # also a missing value.
     blocking=[
         ("CustomerID", "train", "unreadable", 1),
-        ("InvoiceDate", "train", "missing", 1),
         ("InvoiceDate", "train", "unreadable", 1),
-        ("Quantity", "train", "missing", 2),
         ("Quantity", "train", "unreadable", 2),
         ("UnitPrice", "eval", "unreadable", 1),
     ],
