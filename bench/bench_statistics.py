@@ -1,4 +1,4 @@
-"""StatisticsGen's cost on the whole year: statistics options and reading alone.
+"""StatisticsGen's cost on a finished run: statistics options and reading alone.
 
 Runs TFDV's `GenerateStatistics`, the Beam transform inside StatisticsGen, over
 the train and eval splits that ExampleGen wrote in a finished `recguard run`,

@@ -169,8 +169,8 @@ def blocking_message(result: dict[str, Any], report_path: str) -> str:
         )
     lines.append(f"Report: {report_path}")
     lines.append(
-        "Fix the data, or relax the policy in the dataset description if these "
-        "findings are acceptable, then rerun."
+        "Fix the data, or, where a finding names a policy limit and the finding is "
+        "acceptable, relax that limit in the dataset description. Then rerun."
     )
     return "\n".join(lines)
 

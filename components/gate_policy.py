@@ -230,7 +230,8 @@ def decide(
 
             # Block only the splits that received rows from the files
             # without the column.
-            if name in missing_columns and counts["absent"]:
+            column_blocks = bool(name in missing_columns and counts["absent"])
+            if column_blocks:
                 files = missing_columns[name]
                 text = (
                     f"column missing from {len(files)} file(s): "
@@ -240,17 +241,20 @@ def decide(
                 block(name, split, "missing_column", counts["absent"], fractions["absent"], text)
             is_id = role in ("user_id", "item_id")
             max_unreadable = 0.0 if is_id else float(policy["max_unreadable"])
-            # Unreadable cells are missing values too. When they exceed their
-            # own limit, they block under "unreadable" only, so that one bad
-            # cell is not reported as two blocking findings.
             unreadable_blocks = (
                 _fraction(counts["unreadable"], rows) > max_unreadable
                 and counts["unreadable"] > 0
             )
+            # Unreadable cells, and the absent cells of a column missing from
+            # whole files, are missing values too. When they block on their
+            # own, the missing count leaves them out, so that one bad cell is
+            # not reported as two blocking findings.
+            counted_elsewhere = set()
             if unreadable_blocks:
-                missing_kinds = tuple(k for k in MISSING_KINDS if k != "unreadable")
-            else:
-                missing_kinds = MISSING_KINDS
+                counted_elsewhere.add("unreadable")
+            if column_blocks:
+                counted_elsewhere.add("absent")
+            missing_kinds = tuple(k for k in MISSING_KINDS if k not in counted_elsewhere)
             check(
                 "missing",
                 sum(counts[k] for k in missing_kinds),
@@ -272,7 +276,9 @@ def decide(
                 counts["unreadable"],
                 max_unreadable,
                 f"values unreadable as {column['type']}",
-                "0 for ids" if is_id else "policy.max_unreadable",
+                "0 for ids (fixed: no policy setting allows an unreadable id)"
+                if is_id
+                else "policy.max_unreadable",
                 ("unreadable",),
             )
             check(

@@ -617,12 +617,20 @@ def _blocked_checks(
         )
         entry = features.get((item["feature"], item["split"]))
         count_kinds = BLOCKING_COUNT_KINDS.get(item["kind"])
-        if item["kind"] == "missing" and (item["feature"], item["split"], "unreadable") in {
-            (b["feature"], b["split"], b["kind"]) for b in blocking
-        }:
-            # Unreadable cells that block on their own are not counted again
-            # among the missing values.
-            count_kinds = tuple(k for k in count_kinds if k != "unreadable")
+        if item["kind"] == "missing":
+            # Cells that block on their own, as unreadable values or as a
+            # missing column, are not counted again among the missing values.
+            own = {
+                b["kind"]
+                for b in blocking
+                if (b["feature"], b["split"]) == (item["feature"], item["split"])
+            }
+            left_out = set()
+            if "unreadable" in own:
+                left_out.add("unreadable")
+            if "missing_column" in own:
+                left_out.add("absent")
+            count_kinds = tuple(k for k in count_kinds if k not in left_out)
         if entry is not None and count_kinds is not None:
             counted = sum(entry["counts"][kind] for kind in count_kinds)
             checks.append(
