@@ -77,6 +77,8 @@ class ParsedRow:
     findings: list[tuple[str, str]]
     timestamp: float | None
     line_ref: str
+    # The cell text of each unreadable cell, by column, for messages.
+    unreadable_texts: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -257,6 +259,7 @@ def parse_csv_text(
             continue
         values: dict[str, Any] = {}
         findings: list[tuple[str, str]] = []
+        unreadable_texts: dict[str, str] = {}
         for column in columns:
             position = positions.get(column.name)
             if position is None:
@@ -267,16 +270,35 @@ def parse_csv_text(
             values[column.name] = value
             if kind is not None:
                 findings.append((column.name, kind))
+            if kind == "unreadable":
+                unreadable_texts[column.name] = fields[position]
         timestamp = None
         if time_column is not None:
             timestamp = parse_time(values.get(time_column), time_format)
             if timestamp is None and values.get(time_column) is not None:
                 # Present but not a time in the declared format, or a NaN or
                 # inf in a numeric time column, which is already counted.
-                values[time_column] = None
                 if all(name != time_column for name, _ in findings):
                     findings.append((time_column, "unreadable"))
-        yield ParsedRow(values, findings, timestamp, line_ref)
+                    unreadable_texts[time_column] = str(values[time_column])
+                values[time_column] = None
+        yield ParsedRow(values, findings, timestamp, line_ref, unreadable_texts)
+
+
+# Maximum characters of a cell text in a message. A longer text is cut.
+MAX_SHOWN_CHARS = 40
+
+
+def shown_text(text: str) -> str:
+    """Returns a cell text quoted for a message, with undecodable bytes escaped.
+
+    Bytes that are not UTF-8 reach the parser as surrogate escapes. They are
+    shown as ``\\xff``, and the rest of the text as it is.
+    """
+    if len(text) > MAX_SHOWN_CHARS:
+        text = text[:MAX_SHOWN_CHARS] + "..."
+    raw = text.encode("utf-8", "surrogateescape")
+    return "'" + raw.decode("utf-8", "backslashreplace").replace("'", "\\'") + "'"
 
 
 def _malformed_lines(

@@ -221,8 +221,12 @@ def decide(
                         {line for k in sample_kinds for line in samples.get(k, [])}
                     )[:3]
                     where = f", first at {', '.join(lines)}" if lines else ""
+                    if count == 1:
+                        what, verb = what.replace("values", "value", 1), "exceeds"
+                    else:
+                        verb = "exceed"
                     text = (
-                        f"{count:,} {what} ({_percent(fraction)}) exceed the limit "
+                        f"{count:,} {what} ({_percent(fraction)}) {verb} the limit "
                         f"{limit_name} = {_percent(limit)}{where}"
                     )
                     reasons.append(text)
@@ -276,7 +280,7 @@ def decide(
                 counts["unreadable"],
                 max_unreadable,
                 f"values unreadable as {column['type']}",
-                "0 for ids (fixed: no policy setting allows an unreadable id)"
+                "for ids (no policy setting changes it)"
                 if is_id
                 else "policy.max_unreadable",
                 ("unreadable",),

@@ -154,7 +154,11 @@ class _ParseAndEncode(beam.DoFn):
                 split = _assign_split(item, cutoff)
                 yield beam.pvalue.TaggedOutput(split, self._encoder.encode(item))
                 for column, kind in item.findings:
-                    count(("cells", split, column, kind), item.line_ref)
+                    line_ref = item.line_ref
+                    if kind == "unreadable" and column in item.unreadable_texts:
+                        text = csv_parsing.shown_text(item.unreadable_texts[column])
+                        line_ref = f"{line_ref}: {text}"
+                    count(("cells", split, column, kind), line_ref)
             elif isinstance(item, csv_parsing.MalformedRow):
                 count(("malformed", UNSPLIT, "", ""), f"{item.line_ref}: {item.reason}")
             else:

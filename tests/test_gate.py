@@ -186,6 +186,9 @@ def test_decide_unreadable_item_id_blocks_once():
     # one finding, reported under "unreadable" only.
     result = decide({"train": 10}, {("train", "StockCode"): {"unreadable": 1}})
     assert blocking_keys(result) == [("StockCode", "train", "unreadable", 1)]
+    reason = result["blocking"][0]["reason"]
+    assert reason.startswith("1 value unreadable as string (10.00 %) exceeds the limit")
+    assert "for ids (no policy setting changes it)" in reason
 
 
 def test_decide_unreadable_within_limit_counts_as_missing():
@@ -433,11 +436,15 @@ UNREADABLE = GateCase(
         ("Quantity", "train", "unreadable", 2),
         ("UnitPrice", "eval", "unreadable", 1),
     ],
+    # Unreadable samples name the cell, with undecodable bytes escaped.
     samples={
-        ("Quantity", "train", "unreadable"): ["unreadable.csv:2", "unreadable.csv:3"],
-        ("CustomerID", "train", "unreadable"): ["unreadable.csv:4"],
-        ("InvoiceDate", "train", "unreadable"): ["unreadable.csv:5"],
-        ("UnitPrice", "eval", "unreadable"): ["unreadable.csv:11"],
+        ("Quantity", "train", "unreadable"): [
+            "unreadable.csv:2: 'abc'",
+            "unreadable.csv:3: '1,5'",
+        ],
+        ("CustomerID", "train", "unreadable"): ["unreadable.csv:4: '1\\xff03'"],
+        ("InvoiceDate", "train", "unreadable"): ["unreadable.csv:5: 'yesterday'"],
+        ("UnitPrice", "eval", "unreadable"): ["unreadable.csv:11: 'abc'"],
     },
     # One malformed row of eleven is within the 10 % limit.
     malformed=["unreadable.csv:6: expected 8 fields, found 7"],

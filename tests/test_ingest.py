@@ -20,6 +20,7 @@ from components.csv_parsing import (
     decode_file_bytes,
     parse_cell,
     parse_csv_text,
+    shown_text,
 )
 from components.ingest import (
     _FileTimeRange,
@@ -443,7 +444,7 @@ def test_encode_splits_and_counts(tmp_path):
     counts = dict(outputs["counts"])
     assert counts == {
         ("cells", "train", "UnitPrice", "nan"): (1, ["day.csv:3"]),
-        ("cells", "train", "InvoiceDate", "unreadable"): (1, ["day.csv:5"]),
+        ("cells", "train", "InvoiceDate", "unreadable"): (1, ["day.csv:5: 'not a time'"]),
         ("cells", "eval", "UnitPrice", "empty"): (2, ["day.csv:4", "day.csv:7"]),
         ("cells", "eval", "Country", "empty"): (1, ["day.csv:4"]),
         ("malformed", "_unsplit", "", ""): (
@@ -486,3 +487,13 @@ def test_merge_counts_across_files():
     count, sample = merge.extract_output(accumulator)
     assert count == 7
     assert sample == ["a.csv:7", "a.csv:8", "a.csv:20", "a.csv:100", "b.csv:2"]
+
+
+def test_shown_text_escapes_undecodable_bytes():
+    text = b"1\xff03".decode("utf-8", "surrogateescape")
+    assert shown_text(text) == "'1\\xff03'"
+
+
+def test_shown_text_quotes_and_cuts():
+    assert shown_text("it's") == "'it\\'s'"
+    assert shown_text("x" * 50) == "'" + "x" * 40 + "...'"
