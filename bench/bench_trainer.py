@@ -172,7 +172,7 @@ class _Variant:
         self.iterator = iter(dataset)
 
     def run(self, steps: int) -> tuple[float, float]:
-        """Runs `steps` steps; returns (steps per second, CPU ms per step)."""
+        """Runs `steps` steps and returns (steps per second, CPU ms per step)."""
         cpu_start = time.process_time()
         if self.name == "fit":
             # Each fit call makes a new iterator over the dataset; the epoch

@@ -222,11 +222,13 @@ def decide(
                     )[:3]
                     where = f", first at {', '.join(lines)}" if lines else ""
                     if count == 1:
-                        what, verb = what.replace("values", "value", 1), "exceeds"
+                        counted = what.replace("values", "value", 1)
+                        verb = "exceeds"
                     else:
+                        counted = what
                         verb = "exceed"
                     text = (
-                        f"{count:,} {what} ({_percent(fraction)}) {verb} the limit "
+                        f"{count:,} {counted} ({_percent(fraction)}) {verb} the limit "
                         f"{limit_name} = {_percent(limit)}{where}"
                     )
                     reasons.append(text)
