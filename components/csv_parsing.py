@@ -195,6 +195,27 @@ def _parse_time_text(text: str, time_format: str) -> float | None:
     return parsed.replace(tzinfo=datetime.timezone.utc).timestamp()
 
 
+class CellCache:
+    """`parse_cell` results kept per column and cell text.
+
+    Interaction logs repeat most cell texts (the same country, price, item
+    and time on many rows), and `parse_cell` is pure, so a dictionary
+    lookup replaces most calls. A column's entries are dropped when they
+    pass `max_entries`, which bounds the memory on columns of unique texts.
+    """
+
+    def __init__(self, max_entries: int = 100_000):
+        self._max_entries = max_entries
+        self._by_column: dict[str, dict[str, tuple[Any, str | None]]] = {}
+
+    def for_column(self, name: str) -> dict[str, tuple[Any, str | None]]:
+        """Returns the column's text-to-result dictionary, emptied when full."""
+        entries = self._by_column.get(name)
+        if entries is None or len(entries) > self._max_entries:
+            entries = self._by_column[name] = {}
+        return entries
+
+
 def parse_csv_text(
     text: str,
     file_name: str,
@@ -202,6 +223,7 @@ def parse_csv_text(
     na_tokens: frozenset[str],
     time_column: str | None,
     time_format: str,
+    cell_cache: CellCache | None = None,
 ) -> Iterator[ParsedRow | MalformedRow | FileFinding]:
     """Parses one CSV file's text into rows, malformed rows and file findings.
 
@@ -209,7 +231,13 @@ def parse_csv_text(
     the description that the header lacks is reported once as a
     `FileFinding` and counted as ``absent`` in every row. A header column
     the description does not name is reported and not read.
+
+    A `CellCache` shared by the calls of one worker, for one description
+    and one set of NA tokens, saves parsing the same cell text twice;
+    without one, each call uses its own.
     """
+    if cell_cache is None:
+        cell_cache = CellCache()
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         header = next(reader)
@@ -241,6 +269,11 @@ def parse_csv_text(
     # counted as malformed, not read, because its last value may be cut.
     unterminated = bool(text) and not text.endswith(("\n", "\r"))
     last_line = text.count("\n") + 1 if unterminated else -1
+    # (column, its position in the record or None, its cached results)
+    readers = [
+        (column, positions.get(column.name), cell_cache.for_column(column.name))
+        for column in columns
+    ]
     for line, fields in _iterate_records(reader, file_name):
         if isinstance(fields, MalformedRow):
             yield fields
@@ -260,18 +293,21 @@ def parse_csv_text(
         values: dict[str, Any] = {}
         findings: list[tuple[str, str]] = []
         unreadable_texts: dict[str, str] = {}
-        for column in columns:
-            position = positions.get(column.name)
+        for column, position, cached in readers:
             if position is None:
                 values[column.name] = None
                 findings.append((column.name, "absent"))
                 continue
-            value, kind = parse_cell(fields[position], column, na_tokens)
+            raw = fields[position]
+            result = cached.get(raw)
+            if result is None:
+                result = cached[raw] = parse_cell(raw, column, na_tokens)
+            value, kind = result
             values[column.name] = value
             if kind is not None:
                 findings.append((column.name, kind))
-            if kind == "unreadable":
-                unreadable_texts[column.name] = fields[position]
+                if kind == "unreadable":
+                    unreadable_texts[column.name] = raw
         timestamp = None
         if time_column is not None:
             timestamp = parse_time(values.get(time_column), time_format)

@@ -23,9 +23,13 @@ import json
 import logging
 import os
 import re
+import struct
 from typing import Any, Dict, Iterable, List
 
 import apache_beam as beam
+import crcmod.predefined
+from apache_beam.io import filebasedsink
+from apache_beam.io.filesystem import CompressionTypes
 import tensorflow as tf
 from tfx import types
 from tfx.components.example_gen import base_example_gen_executor
@@ -85,6 +89,7 @@ class _FileTimeRange(beam.DoFn):
             if spec.name == self._time_column
         ]
         self._na_tokens = frozenset(self._description["na_tokens"])
+        self._cell_cache = csv_parsing.CellCache()
 
     def process(self, path: str):
         low = high = None
@@ -95,6 +100,7 @@ class _FileTimeRange(beam.DoFn):
             self._na_tokens,
             self._time_column,
             self._time_format,
+            self._cell_cache,
         ):
             if isinstance(item, csv_parsing.ParsedRow) and item.timestamp is not None:
                 low = item.timestamp if low is None else min(low, item.timestamp)
@@ -107,10 +113,14 @@ class _ParseAndEncode(beam.DoFn):
     """Parses one CSV file into serialized tf.Examples per split and counts.
 
     Rows never leave this DoFn as Python objects: each becomes a serialized
-    tf.Example on the ``train`` or ``eval`` output, and its findings are
-    summed per file into one record per (split, column, kind) on the
-    ``counts`` output. Passing bytes and a few counts between Beam stages,
-    instead of one pickled row per element, is what keeps ingestion cheap.
+    tf.Example, and the ``train`` and ``eval`` outputs carry them as chunks
+    of up to `RECORDS_PER_CHUNK` TFRecord-framed examples, which
+    `_TFRecordChunkSink` writes as they are. The ``rows`` output gives each
+    split's row count per file, and the findings are summed per file into
+    one record per (split, column, kind) on the ``counts`` output. Passing
+    a few large elements between Beam stages, instead of one element per
+    row, is what keeps ingestion cheap: Beam's per-element work cost more
+    than parsing the row.
     """
 
     def __init__(self, description: dict[str, Any]):
@@ -126,6 +136,7 @@ class _ParseAndEncode(beam.DoFn):
             name: spec["type"] for name, spec in self._description["columns"].items()
         }
         self._encoder = _ExampleEncoder(self._types)
+        self._cell_cache = csv_parsing.CellCache()
 
     def process(self, path: str, cutoff: float | None):
         name = os.path.basename(path)
@@ -142,6 +153,8 @@ class _ParseAndEncode(beam.DoFn):
                 if len(entry[1]) < csv_parsing.MAX_SAMPLE_LINES:
                     entry[1].append(line_ref)
 
+        pending: dict[str, list[bytes]] = {"train": [], "eval": []}
+        rows = {"train": 0, "eval": 0}
         for item in csv_parsing.parse_csv_text(
             _read_file(path),
             name,
@@ -149,10 +162,16 @@ class _ParseAndEncode(beam.DoFn):
             self._na_tokens,
             self._time_column,
             self._time_format,
+            self._cell_cache,
         ):
             if isinstance(item, csv_parsing.ParsedRow):
                 split = _assign_split(item, cutoff)
-                yield beam.pvalue.TaggedOutput(split, self._encoder.encode(item))
+                records = pending[split]
+                records.append(self._encoder.encode(item))
+                rows[split] += 1
+                if len(records) >= RECORDS_PER_CHUNK:
+                    yield beam.pvalue.TaggedOutput(split, frame_tfrecords(records))
+                    records.clear()
                 for column, kind in item.findings:
                     line_ref = item.line_ref
                     if kind == "unreadable" and column in item.unreadable_texts:
@@ -173,40 +192,127 @@ class _ParseAndEncode(beam.DoFn):
                         "detail": item.detail,
                     },
                 )
+        for split, records in pending.items():
+            if records:
+                yield beam.pvalue.TaggedOutput(split, frame_tfrecords(records))
+            yield beam.pvalue.TaggedOutput("rows", (split, rows[split]))
         for key, (n, sample) in counts.items():
             yield beam.pvalue.TaggedOutput("counts", (key, (n, sample)))
 
 
 class _ExampleEncoder:
-    """Serializes parsed rows to tf.Example bytes, reusing one message.
+    """Serializes parsed rows to tf.Example bytes; absent values are left out.
 
-    An absent value (None) leaves the feature out of the example.
+    A serialized Features message is its map entries one after the other,
+    and the entry of one column and value is the same bytes on every row
+    that holds that value. The encoder builds each entry once with protobuf,
+    keeps it, and writes a row as the Example field around the joined
+    entries of its present values, in column name order. The bytes are what
+    ``SerializeToString(deterministic=True)`` gives for the same example.
     """
 
-    def __init__(self, types_by_column: dict[str, str]):
+    def __init__(self, types_by_column: dict[str, str], max_entries: int = 100_000):
         self._types = types_by_column
-        self._example = tf.train.Example()
+        self._max_entries = max_entries
+        self._entries: dict[str, dict[Any, bytes]] = {}
 
     def encode(self, row: csv_parsing.ParsedRow) -> bytes:
-        example = self._example
-        example.Clear()
-        features = example.features.feature
-        for name, value in row.values.items():
+        parts = []
+        for name in sorted(row.values):
+            value = row.values[name]
             if value is None:
                 continue
-            kind = self._types[name]
-            if kind == "string":
-                features[name].bytes_list.value.append(value.encode("utf-8"))
-            elif kind == "int":
-                features[name].int64_list.value.append(value)
-            else:
-                features[name].float_list.value.append(value)
-        return example.SerializeToString()
+            entries = self._entries.get(name)
+            if entries is None or len(entries) > self._max_entries:
+                entries = self._entries[name] = {}
+            entry = entries.get(value)
+            if entry is None:
+                entry = self._entry(name, value)
+                if value == value and (value != 0 or isinstance(value, int)):
+                    # NaN is never found again as a key, and -0.0 and 0.0
+                    # are one key but different floats, so neither is kept.
+                    entries[value] = entry
+            parts.append(entry)
+        if not parts:
+            return b""  # What protobuf writes for an example with no feature.
+        features = b"".join(parts)
+        return _EXAMPLE_FEATURES_TAG + _varint(len(features)) + features
+
+    def _entry(self, name: str, value: Any) -> bytes:
+        feature = tf.train.Feature()
+        kind = self._types[name]
+        if kind == "string":
+            feature.bytes_list.value.append(value.encode("utf-8"))
+        elif kind == "int":
+            feature.int64_list.value.append(value)
+        else:
+            feature.float_list.value.append(value)
+        return tf.train.Features(feature={name: feature}).SerializeToString()
+
+
+# Field 1 of tf.train.Example (features), length-delimited: (1 << 3) | 2.
+_EXAMPLE_FEATURES_TAG = b"\x0a"
+
+
+def _varint(number: int) -> bytes:
+    """Encodes a non-negative length as a protobuf base-128 varint."""
+    out = bytearray()
+    while number > 0x7F:
+        out.append((number & 0x7F) | 0x80)
+        number >>= 7
+    out.append(number)
+    return bytes(out)
 
 
 def _to_example(row: csv_parsing.ParsedRow, types_by_column: dict[str, str]) -> bytes:
     """Serializes one parsed row; absent values leave their feature out."""
     return _ExampleEncoder(types_by_column).encode(row)
+
+
+# Serialized examples per element of the train and eval outputs.
+RECORDS_PER_CHUNK = 4096
+
+_crc32c = crcmod.predefined.mkPredefinedCrcFun("crc-32c")
+
+
+def _masked_crc32c(data: bytes) -> bytes:
+    """The TFRecord checksum: CRC-32C, rotated right by 15 bits plus a constant."""
+    crc = _crc32c(data)
+    return struct.pack("<I", (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF)
+
+
+def frame_tfrecords(records: list[bytes]) -> bytes:
+    """Returns the records in TFRecord framing, as a TFRecord file holds them.
+
+    Each record is its length (uint64, little-endian), the masked CRC-32C
+    of the length, the data and the masked CRC-32C of the data.
+    """
+    parts = []
+    for data in records:
+        length = struct.pack("<Q", len(data))
+        parts += (length, _masked_crc32c(length), data, _masked_crc32c(data))
+    return b"".join(parts)
+
+
+class _TFRecordChunkSink(filebasedsink.FileBasedSink):
+    """A gzip TFRecord file sink whose elements are already framed records.
+
+    Beam's FileBasedSink gives it the same temporary files, shard names and
+    finalization as `beam.io.WriteToTFRecord`; only the framing moved into
+    the parsing step (`frame_tfrecords`).
+    """
+
+    def __init__(self, file_path_prefix: str):
+        super().__init__(
+            file_path_prefix=file_path_prefix,
+            coder=beam.coders.BytesCoder(),
+            file_name_suffix=".gz",
+            mime_type="application/octet-stream",
+            compression_type=CompressionTypes.GZIP,
+        )
+
+    def write_encoded_record(self, file_handle, value: bytes) -> None:
+        file_handle.write(value)
 
 
 class _MergeCounts(beam.CombineFn):
@@ -340,8 +446,8 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
                     artifact_utils.get_split_uri([examples], split_name),
                     write_split.DEFAULT_TF_RECORD_FILE_NAME,
                 )
-                _ = serialized | f"WriteSplit[{split_name}]" >> beam.io.WriteToTFRecord(
-                    prefix, file_name_suffix=".gz"
+                _ = serialized | f"WriteSplit[{split_name}]" >> beam.io.Write(
+                    _TFRecordChunkSink(prefix)
                 )
 
         payload_format = exec_properties.get(
@@ -391,7 +497,7 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
             cutoff = None
         parsed = paths | "ParseCsv" >> beam.ParDo(
             _ParseAndEncode(description), cutoff
-        ).with_outputs("train", "eval", "counts", "file_findings")
+        ).with_outputs("train", "eval", "rows", "counts", "file_findings")
         result = {"train": parsed.train, "eval": parsed.eval}
 
         findings = [
@@ -400,13 +506,12 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
             | "CountRecords" >> beam.Map(_count_record),
             parsed.file_findings,
         ]
-        for split_name, examples in result.items():
-            findings.append(
-                examples
-                | f"RowCount[{split_name}]" >> beam.combiners.Count.Globally()
-                | f"RowRecord[{split_name}]"
-                >> beam.Map(lambda n, s=split_name: {"record": "rows", "split": s, "rows": n})
-            )
+        findings.append(
+            parsed.rows
+            | "RowCounts" >> beam.CombinePerKey(sum)
+            | "RowRecords"
+            >> beam.MapTuple(lambda split, n: {"record": "rows", "split": split, "rows": n})
+        )
         _ = (
             findings
             | "FlattenFindings" >> beam.Flatten()

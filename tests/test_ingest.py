@@ -7,12 +7,14 @@ of 0 to 10.
 
 from __future__ import annotations
 
+import io
 import math
 
 import pytest
 import tensorflow as tf
 
 from components.csv_parsing import (
+    CellCache,
     ColumnSpec,
     FileFinding,
     MalformedRow,
@@ -22,12 +24,17 @@ from components.csv_parsing import (
     parse_csv_text,
     shown_text,
 )
+from apache_beam.io.tfrecordio import _TFRecordUtil
+
+from components import ingest
 from components.ingest import (
     _FileTimeRange,
     _line_sort_key,
     _MergeCounts,
+    _ExampleEncoder,
     _ParseAndEncode,
     _to_example,
+    frame_tfrecords,
 )
 
 NA_TOKENS = frozenset(["NA", "N/A", "n/a", "?", "null", "NULL", "None", "-"])
@@ -356,6 +363,71 @@ def test_example_holds_float32_overflow_as_inf():
     assert example.features.feature["UnitPrice"].float_list.value[0] == math.inf
 
 
+def _reference_bytes(values: dict, types: dict) -> bytes:
+    """The example built field by field with protobuf, for comparison."""
+    example = tf.train.Example()
+    for name, value in values.items():
+        if value is None:
+            continue
+        feature = example.features.feature[name]
+        if types[name] == "string":
+            feature.bytes_list.value.append(value.encode("utf-8"))
+        elif types[name] == "int":
+            feature.int64_list.value.append(value)
+        else:
+            feature.float_list.value.append(value)
+    return example.SerializeToString(deterministic=True)
+
+
+ENCODER_TYPES = {"item": "string", "count": "int", "price": "float"}
+ENCODER_ROWS = [
+    {"item": "85123A", "count": 6, "price": 2.55},
+    {"item": "85123A", "count": 6, "price": 2.55},  # every entry from the cache
+    {"item": "£ tag", "count": -80995, "price": -0.0},
+    {"item": "£ tag", "count": 0, "price": 0.0},  # 0.0 after -0.0
+    {"item": "x" * 300, "count": 2**63 - 1, "price": math.nan},
+    {"item": "", "count": -(2**63), "price": math.inf},
+    {"item": None, "count": None, "price": -math.inf},
+    {"item": None, "count": None, "price": None},  # no feature at all
+]
+
+
+def test_encoder_bytes_equal_protobuf_serialization():
+    encoder = _ExampleEncoder(ENCODER_TYPES)
+    for values in ENCODER_ROWS:
+        row = ParsedRow(values, [], None, "f.csv:2")
+        assert encoder.encode(row) == _reference_bytes(values, ENCODER_TYPES), values
+
+
+def test_encoder_keeps_sign_of_zero():
+    encoder = _ExampleEncoder(ENCODER_TYPES)
+    for price in (0.0, -0.0, 0.0):
+        encoded = encoder.encode(ParsedRow({"price": price}, [], None, "f.csv:2"))
+        stored = tf.train.Example.FromString(encoded).features.feature["price"]
+        assert math.copysign(1.0, stored.float_list.value[0]) == math.copysign(1.0, price)
+
+
+def test_encoder_full_cache_restarts():
+    encoder = _ExampleEncoder(ENCODER_TYPES, max_entries=1)
+    for values in ENCODER_ROWS * 2:
+        row = ParsedRow(values, [], None, "f.csv:2")
+        assert encoder.encode(row) == _reference_bytes(values, ENCODER_TYPES)
+    assert all(len(entries) <= 2 for entries in encoder._entries.values())
+
+
+def test_shared_cell_cache_same_rows():
+    first = HEADER + "A1,2010-12-01 08:00:00,1.5,UK\nA1,2010-12-01 08:00:00,abc,UK\n"
+    second = HEADER + "A1,2010-12-01 08:00:00,abc,?\nA2,2010-12-01 09:00:00,1.5,UK\n"
+    cache = CellCache(max_entries=1)
+    for text in (first, second, first):
+        shared = parse_csv_text(
+            text, "f.csv", COLUMNS, NA_TOKENS, "InvoiceDate", TIME_FORMAT, cache
+        )
+        assert list(shared) == parse(text)
+    assert parse(second)[0].findings == [("UnitPrice", "unreadable"), ("Country", "na_token")]
+    assert parse(second)[0].unreadable_texts == {"UnitPrice": "abc"}
+
+
 def test_sample_order_numeric():
     refs = ["b.csv:2", "a.csv:12", "a.csv:3: CSV error: x", "a.csv:100"]
     assert sorted(refs, key=_line_sort_key) == [
@@ -412,6 +484,25 @@ def _run_dofn(dofn, *args):
     return outputs
 
 
+def _records(chunks: list[bytes]) -> list[bytes]:
+    """Reads framed chunks back with Beam's TFRecord reader, which checks CRCs."""
+    records = []
+    for chunk in chunks:
+        handle = io.BytesIO(chunk)
+        while (record := _TFRecordUtil.read_record(handle)) is not None:
+            records.append(record)
+    return records
+
+
+def test_framing_equals_beam_tfrecord_writer():
+    records = [b"", b"a", b"\x00\xff" * 200, "£".encode() * 70_000]
+    expected = io.BytesIO()
+    for record in records:
+        _TFRecordUtil.write_record(expected, record)
+    assert frame_tfrecords(records) == expected.getvalue()
+    assert _records([frame_tfrecords(records)]) == records
+
+
 def test_time_range_of_file(tmp_path):
     path = tmp_path / "day.csv"
     path.write_text(DAY_TEXT)
@@ -436,11 +527,12 @@ def test_encode_splits_and_counts(tmp_path):
     def codes(tag):
         return [
             tf.train.Example.FromString(b).features.feature["StockCode"].bytes_list.value[0]
-            for b in outputs[tag]
+            for b in _records(outputs[tag])
         ]
 
     assert codes("train") == [b"A1", b"A2", b"A4"]
     assert codes("eval") == [b"A3", b"A6"]
+    assert outputs["rows"] == [("train", 3), ("eval", 2)]
     counts = dict(outputs["counts"])
     assert counts == {
         ("cells", "train", "UnitPrice", "nan"): (1, ["day.csv:3"]),
@@ -459,11 +551,26 @@ def test_encode_keeps_first_samples(tmp_path):
     path = tmp_path / "day.csv"
     path.write_text(HEADER + "".join(f"A{i},2010-12-01 08:00:00,,UK\n" for i in range(8)))
     outputs = _run_dofn(_ParseAndEncode(DESCRIPTION), str(path), None)
-    assert len(outputs["train"]) == 8
+    assert len(_records(outputs["train"])) == 8
     (key, (count, sample)), = outputs["counts"]
     assert key == ("cells", "train", "UnitPrice", "empty")
     assert count == 8
     assert sample == [f"day.csv:{line}" for line in range(2, 7)]
+
+
+def test_encode_cuts_chunks_in_file_order(tmp_path, monkeypatch):
+    monkeypatch.setattr(ingest, "RECORDS_PER_CHUNK", 3)
+    path = tmp_path / "day.csv"
+    path.write_text(HEADER + "".join(f"A{i},2010-12-01 08:00:00,1.0,UK\n" for i in range(7)))
+    outputs = _run_dofn(_ParseAndEncode(DESCRIPTION), str(path), None)
+    assert [len(_records([chunk])) for chunk in outputs["train"]] == [3, 3, 1]
+    codes = [
+        tf.train.Example.FromString(b).features.feature["StockCode"].bytes_list.value[0]
+        for b in _records(outputs["train"])
+    ]
+    assert codes == [f"A{i}".encode() for i in range(7)]
+    assert "eval" not in outputs
+    assert outputs["rows"] == [("train", 7), ("eval", 0)]
 
 
 def test_encode_reports_missing_column(tmp_path):
