@@ -649,7 +649,7 @@ def test_gate_case_outcome(case, case_runs):
     states = executions(run.out_dir)
     assert states == {
         "CsvIngestGen": "COMPLETE",
-        "StatisticsGen": "COMPLETE",
+        "BatchedStatisticsGen": "COMPLETE",
         "SchemaGen": "COMPLETE",
         "ImportSchemaGen": "COMPLETE",
         "ExampleValidator": "COMPLETE",

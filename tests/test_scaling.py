@@ -20,6 +20,7 @@ import sysconfig
 import pytest
 
 from pipeline import beam_config
+from stats_match import assert_feature_stats_match, read_stats
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUNDLED = os.path.join(REPO, "data", "online_retail_2010_12")
@@ -621,89 +622,13 @@ def test_multiprocess_run_used_worker_processes(paired_runs):
     assert worker_exits("local") == 0
 
 
-def _read_stats(path):
-    from tensorflow_metadata.proto.v0 import statistics_pb2
-
-    stats = statistics_pb2.DatasetFeatureStatisticsList()
-    with open(path, "rb") as f:
-        stats.ParseFromString(f.read())
-    return stats
-
-
-def _assert_histograms_match(where, local, multi, minimum, maximum):
-    """Compares the shape of two TFDV histograms.
-
-    TFDV derives both histogram kinds from an approximate quantiles sketch,
-    whose result depends on how the rows were split into bundles, so bucket
-    boundaries are compared by range only.
-    """
-    assert len(local) == len(multi), where
-    for a, b in zip(local, multi):
-        assert a.type == b.type, where
-        assert len(a.buckets) == len(b.buckets), where
-        assert math.isclose(
-            sum(x.sample_count for x in a.buckets),
-            sum(x.sample_count for x in b.buckets),
-            rel_tol=1e-9,
-        ), where
-        for bucket in b.buckets:
-            assert minimum <= bucket.low_value <= bucket.high_value <= maximum, (where, bucket)
-
-
-def _assert_common_stats_match(where, local, multi):
-    from tensorflow_metadata.proto.v0 import statistics_pb2
-
-    a = statistics_pb2.CommonStatistics()
-    a.CopyFrom(local)
-    b = statistics_pb2.CommonStatistics()
-    b.CopyFrom(multi)
-    a.ClearField("num_values_histogram")
-    b.ClearField("num_values_histogram")
-    # Counts of present, missing and total values are exact in both runs.
-    assert a == b, where
-    _assert_histograms_match(
-        where + " num_values", [local.num_values_histogram], [multi.num_values_histogram],
-        local.min_num_values, local.max_num_values,
-    )
-
-
-def _assert_feature_stats_match(where, local, multi):
-    assert local.type == multi.type, where
-    kind = local.WhichOneof("stats")
-    assert kind == multi.WhichOneof("stats"), where
-    if kind == "num_stats":
-        a, b = local.num_stats, multi.num_stats
-        _assert_common_stats_match(where, a.common_stats, b.common_stats)
-        for field in ("min", "max", "num_zeros"):
-            assert getattr(a, field) == getattr(b, field), (where, field)
-        # Sums of floats taken in another order differ in the last bits.
-        for field in ("mean", "std_dev"):
-            assert math.isclose(getattr(a, field), getattr(b, field), rel_tol=1e-9), (
-                where,
-                field,
-                getattr(a, field),
-                getattr(b, field),
-            )
-        assert a.min <= b.median <= a.max, (where, "median")
-        _assert_histograms_match(where, a.histograms, b.histograms, a.min, a.max)
-    elif kind == "string_stats":
-        a, b = local.string_stats, multi.string_stats
-        _assert_common_stats_match(where, a.common_stats, b.common_stats)
-        assert a.unique == b.unique, (where, "unique")
-        assert a.avg_length == b.avg_length, (where, "avg_length")
-        assert list(a.top_values) == list(b.top_values), (where, "top_values")
-        assert a.rank_histogram == b.rank_histogram, (where, "rank_histogram")
-    else:
-        assert local == multi, where
-
-
 @pytest.mark.e2e
 def test_multiprocess_statistics_match(paired_runs):
     pairs = _paired_files(paired_runs, "StatisticsGen/statistics/*/Split-*/FeatureStats.pb")
     assert {key.split("/")[-2] for key, _, _ in pairs} == {"Split-train", "Split-eval"}
     for key, local_path, multi_path in pairs:
-        local = _read_stats(local_path)
-        multi = _read_stats(multi_path)
+        local = read_stats(local_path)
+        multi = read_stats(multi_path)
         assert len(local.datasets) == len(multi.datasets) == 1, key
         a, b = local.datasets[0], multi.datasets[0]
         assert a.num_examples == b.num_examples, key
@@ -712,7 +637,7 @@ def test_multiprocess_statistics_match(paired_runs):
         multi_features = {tuple(f.path.step): f for f in b.features}
         assert sorted(local_features) == sorted(multi_features), key
         for path, feature in local_features.items():
-            _assert_feature_stats_match(f"{key} {'.'.join(path)}", feature, multi_features[path])
+            assert_feature_stats_match(f"{key} {'.'.join(path)}", feature, multi_features[path])
 
 
 @pytest.mark.e2e

@@ -1,0 +1,162 @@
+"""StatisticsGen that reads each examples file in batches.
+
+Stock StatisticsGen (tfx 1.16) reads examples with Beam's TFRecord source,
+which hands every record to Python as its own Beam element before tfx_bsl
+batches and decodes them. On the Online Retail year that reading took 11 of
+StatisticsGen's 17 seconds. This executor gives Beam one element per file
+instead: a DoFn reads the file with TensorFlow's TFRecord reader, in batches
+of `BATCH_SIZE` serialized examples, and decodes each batch to an Arrow
+RecordBatch with the same tfx_bsl decoder the stock reader uses. TFDV's
+`GenerateStatistics` and the output artifact are the stock ones, so
+SchemaGen, ExampleValidator and the anomaly gate read it as before.
+
+A file is the unit of parallel work, as it is for the stock reader, which
+cannot split a gzip file either. Examples in another payload or file format,
+or a request for sharded statistics output, fall back to the stock executor.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, List
+
+import apache_beam as beam
+import tensorflow as tf
+import tensorflow_data_validation as tfdv
+from tfx import types
+from tfx.components.statistics_gen import component as statistics_gen_component
+from tfx.components.statistics_gen import executor as stock_executor
+from tfx.components.util import examples_utils
+from tfx.dsl.components.base import executor_spec
+from tfx.proto import example_gen_pb2
+from tfx.types import artifact_utils, standard_component_specs
+from tfx.utils import io_utils, json_utils
+from tfx_bsl.coders import example_coder
+
+# Serialized examples per decoded RecordBatch; TFDV's StatsOptions
+# desired_batch_size replaces it when set.
+BATCH_SIZE = 1000
+
+
+class _ReadExampleBatches(beam.DoFn):
+    """Reads one TFRecord file of tf.Examples as Arrow RecordBatches."""
+
+    def __init__(self, batch_size: int):
+        self._batch_size = batch_size
+
+    def setup(self):
+        # Without a schema, as the stock reader decodes for statistics: each
+        # batch's feature types come from the examples themselves.
+        self._decoder = example_coder.ExamplesToRecordBatchDecoder()
+
+    def process(self, path: str):
+        compression = "GZIP" if path.endswith(".gz") else ""
+        dataset = tf.data.TFRecordDataset(path, compression_type=compression)
+        for records in dataset.batch(self._batch_size).as_numpy_iterator():
+            yield self._decoder.DecodeBatch(list(records))
+
+
+def _reads_batched(examples: types.Artifact, exec_properties: Dict[str, Any]) -> bool:
+    """Tells whether the batched reader can read these examples."""
+    if exec_properties.get(standard_component_specs.SHARDED_STATS_OUTPUT_KEY):
+        return False
+    if examples.has_custom_property(examples_utils.CUSTOM_SPLIT_PATTERN_PROPERTY_NAME):
+        return False
+    payload = examples_utils.get_payload_format(examples)
+    file_format = examples_utils.get_file_format(examples)
+    return payload == example_gen_pb2.FORMAT_TF_EXAMPLE and file_format in (
+        "",
+        "tfrecords_gzip",
+    )
+
+
+class Executor(stock_executor.Executor):
+    """StatisticsGen executor with the batched reader; see the module docstring."""
+
+    def Do(
+        self,
+        input_dict: Dict[str, List[types.Artifact]],
+        output_dict: Dict[str, List[types.Artifact]],
+        exec_properties: Dict[str, Any],
+    ) -> None:
+        examples = artifact_utils.get_single_instance(
+            input_dict[standard_component_specs.EXAMPLES_KEY]
+        )
+        if not _reads_batched(examples, exec_properties):
+            super().Do(input_dict, output_dict, exec_properties)
+            return
+        self._log_startup(input_dict, output_dict, exec_properties)
+
+        exclude_splits = json_utils.loads(
+            exec_properties.get(standard_component_specs.EXCLUDE_SPLITS_KEY) or "null"
+        ) or []
+        split_names = [
+            split
+            for split in artifact_utils.decode_split_names(examples.split_names)
+            if split not in exclude_splits
+        ]
+        if not split_names:
+            raise ValueError(
+                f"no split of examples {examples.uri} is left after exclude_splits "
+                f"{exclude_splits}. Exclude fewer splits."
+            )
+        options_json = exec_properties.get(standard_component_specs.STATS_OPTIONS_JSON_KEY)
+        options = (
+            tfdv.StatsOptions.from_json(options_json) if options_json else tfdv.StatsOptions()
+        )
+        if input_dict.get(standard_component_specs.SCHEMA_KEY):
+            if options.schema is not None:
+                raise ValueError(
+                    "a schema is given both as an input and in stats_options. "
+                    "Give it in one place only."
+                )
+            options.schema = io_utils.SchemaReader().read(
+                io_utils.get_only_uri_in_dir(
+                    artifact_utils.get_single_uri(
+                        input_dict[standard_component_specs.SCHEMA_KEY]
+                    )
+                )
+            )
+        rate_by_split = json_utils.loads(
+            exec_properties.get(standard_component_specs.SAMPLE_RATE_BY_SPLIT_KEY) or "null"
+        ) or {}
+        rates = {
+            split: rate_by_split.get(split, options.sample_rate or 1.0)
+            for split in split_names
+        }
+
+        statistics = artifact_utils.get_single_instance(
+            output_dict[standard_component_specs.STATISTICS_KEY]
+        )
+        statistics.split_names = artifact_utils.encode_split_names(split_names)
+        statistics.span = examples.span
+        statistics.set_string_custom_property(stock_executor.STATS_DASHBOARD_LINK, "")
+        statistics.set_json_value_custom_property(
+            stock_executor.SAMPLE_RATE_BY_SPLIT_PROPERTY_NAME, json_utils.dumps(rates)
+        )
+
+        batch_size = options.desired_batch_size or BATCH_SIZE
+        with self._make_beam_pipeline() as pipeline:
+            for split in split_names:
+                split_options = tfdv.StatsOptions.from_json(options.to_json())
+                if split in rate_by_split:
+                    split_options.sample_rate = rate_by_split[split]
+                pattern = os.path.join(artifact_utils.get_split_uri([examples], split), "*")
+                files = sorted(tf.io.gfile.glob(pattern))
+                output = os.path.join(
+                    artifact_utils.get_split_uri([statistics], split),
+                    stock_executor.DEFAULT_FILE_NAME,
+                )
+                _ = (
+                    pipeline
+                    | f"ListFiles[{split}]" >> beam.Create(files)
+                    | f"ReadBatches[{split}]" >> beam.ParDo(_ReadExampleBatches(batch_size))
+                    | f"GenerateStatistics[{split}]" >> tfdv.GenerateStatistics(split_options)
+                    | f"WriteStatsOutput[{split}]" >> tfdv.WriteStatisticsToBinaryFile(output)
+                )
+
+
+class BatchedStatisticsGen(statistics_gen_component.StatisticsGen):
+    """TFX's StatisticsGen component with the batched reader."""
+
+    EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(Executor)
