@@ -21,6 +21,7 @@ from components.anomaly_gate import AnomalyGate
 from components.ingest import CsvIngestGen
 from components.post_transform_gate import PostTransformGate
 from components.statistics_gen import BatchedStatisticsGen
+from components.transform_executor import BatchedTransform
 from pipeline.dataset import Description
 
 PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -155,7 +156,9 @@ def create_pipeline(
         else:
             transform_code = {"preprocessing_fn": PREPROCESSING_FN}
             trainer_code = {"run_fn": RUN_FN}
-        transform = tfx_components.Transform(
+        # TFX's Transform, reading the examples in batches
+        # (components/transform_executor.py).
+        transform = BatchedTransform(
             examples=example_gen.outputs["examples"],
             schema=gate.outputs["schema"],
             **transform_code,
@@ -167,7 +170,7 @@ def create_pipeline(
             # passes over the data and check nothing the pipeline acts on:
             # PostTransformGate counts non-finite outputs in every split.
             disable_statistics=True,
-        )
+        ).with_id("Transform")
         post_gate = PostTransformGate(
             transformed_examples=transform.outputs["transformed_examples"],
             transform_graph=transform.outputs["transform_graph"],

@@ -33,7 +33,7 @@ from pipeline.dataset import load_description, parse_description
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUNDLED_DATA = os.path.join(REPO, "data", "online_retail_2010_12")
 BEAM_ARGS = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
-DOWNSTREAM_OF_GATE = ("Transform", "PostTransformGate", "Trainer", "Pusher")
+DOWNSTREAM_OF_GATE = ("BatchedTransform", "PostTransformGate", "Trainer", "Pusher")
 # The kinds after which a feature is absent, as components/csv_parsing.py
 # defines them.
 MISSING_KINDS = ("absent", "empty", "na_token", "unreadable")
