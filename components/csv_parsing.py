@@ -274,13 +274,16 @@ def parse_csv_text(
         (column, positions.get(column.name), cell_cache.for_column(column.name))
         for column in columns
     ]
+    records = 0
     for line, fields in _iterate_records(reader, file_name):
         if isinstance(fields, MalformedRow):
+            records += 1
             yield fields
             continue
         line_ref = f"{file_name}:{line}"
         if fields == [] or fields == [""]:
             continue  # Blank line: carries no row.
+        records += 1
         last = reader.line_num
         if unterminated and last >= last_line:
             reason = "last line has no line ending; the file may be truncated"
@@ -319,6 +322,10 @@ def parse_csv_text(
                     unreadable_texts[time_column] = str(values[time_column])
                 values[time_column] = None
         yield ParsedRow(values, findings, timestamp, line_ref, unreadable_texts)
+    if records == 0:
+        yield FileFinding(
+            file_name, "no_data_rows", "", "file has a header line but no data row"
+        )
 
 
 # Maximum characters of a cell text in a message. A longer text is cut.

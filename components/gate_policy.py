@@ -95,15 +95,30 @@ def _repair_text(column: dict[str, Any], counts: dict[str, int], rows: int) -> s
     return "; ".join(parts) + "." if parts else ""
 
 
-def _empty_split_advice(split: str, rows: int, total_rows: int) -> str:
+# At most this many files are named in a message. The report lists them all.
+MAX_NAMED_FILES = 5
+
+
+def _empty_split_advice(
+    split: str, rows: int, total_rows: int, files_without_rows: list[str]
+) -> str:
     # ExampleGen puts the rows of the latest eval_fraction of the time range
     # into eval and the rest, with the rows that have no readable time, into
     # train. So an empty train split means that every row has the same time,
     # and an empty eval split that no row has a readable time.
     if total_rows == 0:
+        if not files_without_rows:
+            return (
+                "No data row was read: every row is malformed (see "
+                "malformed_rows in the report). Check the delimiter and quoting."
+            )
+        named = ", ".join(files_without_rows[:MAX_NAMED_FILES])
+        more = len(files_without_rows) - MAX_NAMED_FILES
+        if more > 0:
+            named += f" and {more} more"
         return (
-            "No data row was read: the files are empty, or contain only a "
-            "header or malformed rows."
+            f"No data row was read. Files without data rows: {named}. Add the "
+            "data rows, or point --data at the folder that has them."
         )
     if rows == 0 and split == "train":
         return (
@@ -164,13 +179,18 @@ def decide(
         )
 
     missing_columns: dict[str, list[str]] = {}
+    files_without_rows: list[str] = []
     for finding in file_findings:
         if finding["kind"] == "missing_column":
             missing_columns.setdefault(finding["column"], []).append(finding["file"])
-        elif finding["kind"] == "empty_file":
+        elif finding["kind"] in ("empty_file", "no_data_rows"):
             dataset_anomalies.append(
-                {"type": "EMPTY_FILE", "description": f"{finding['file']}: {finding['detail']}"}
+                {
+                    "type": finding["kind"].upper(),
+                    "description": f"{finding['file']}: {finding['detail']}",
+                }
             )
+            files_without_rows.append(f"{finding['file']} ({finding['detail']})")
 
     malformed_count = int(malformed.get("count", 0))
     malformed_fraction = _fraction(malformed_count, total_rows + malformed_count)
@@ -197,7 +217,7 @@ def decide(
                 0.0,
                 f"split {split} has {rows} rows; at least "
                 f"{policy['min_rows_per_split']} are needed. "
-                + _empty_split_advice(split, rows, total_rows),
+                + _empty_split_advice(split, rows, total_rows, files_without_rows),
             )
 
     for split, rows in sorted(split_rows.items()):

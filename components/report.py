@@ -111,7 +111,8 @@ def format_blocking_finding(finding: dict) -> str:
     The count and fraction are left out when the gate gives None for them, as it
     may for anomalies that have no count.
     """
-    feature = _visible(finding.get("feature", ""))
+    # A finding about the whole dataset, such as an empty split, has no feature.
+    feature = _visible(finding.get("feature", "")) or "dataset"
     split = _visible(finding.get("split", ""))
     kind = _visible(kind_label(str(finding.get("kind", ""))))
     line = f"{feature} (split {split}): {kind}"
@@ -250,6 +251,8 @@ def _markdown_splits(report: dict) -> list[str]:
 def _markdown_findings(report: dict) -> list[str]:
     entries = [entry for entry in report.get("features", []) if _has_findings(entry)]
     if not entries:
+        if report.get("blocking"):
+            return ["No feature has findings. The blocking findings below are about the dataset."]
         return ["No findings: every feature is clean in every split."]
 
     lines = [

@@ -239,6 +239,38 @@ def test_decide_no_rows_advice():
     reasons = [b["reason"] for b in result["blocking"]]
     assert len(reasons) == 2
     assert all("No data row was read" in reason for reason in reasons)
+    assert all("every row is malformed" in reason for reason in reasons)
+
+
+def _file_without_rows(name, kind):
+    detail = {"empty_file": "file has no header line", "no_data_rows": "header only"}[kind]
+    return {"file": name, "kind": kind, "column": "", "detail": detail}
+
+
+def test_decide_no_rows_names_files():
+    findings = [
+        _file_without_rows("a.csv", "empty_file"),
+        _file_without_rows("b.csv", "no_data_rows"),
+    ]
+    result = decide({"train": 0, "eval": 0}, file_findings=findings)
+    reason = result["blocking"][0]["reason"]
+    assert "a.csv (file has no header line), b.csv (header only)" in reason
+    assert "point --data at the folder" in reason
+    types = [anomaly["type"] for anomaly in result["dataset_anomalies"]]
+    assert types == ["EMPTY_FILE", "NO_DATA_ROWS"]
+
+
+def test_decide_no_rows_caps_named_files():
+    findings = [_file_without_rows(f"d{i}.csv", "no_data_rows") for i in range(8)]
+    reason = decide({"train": 0, "eval": 0}, file_findings=findings)["blocking"][0]["reason"]
+    assert "d4.csv (header only) and 3 more." in reason
+    assert "d5.csv" not in reason
+
+
+def test_decide_file_without_rows_alone_passes():
+    findings = [_file_without_rows("b.csv", "no_data_rows")]
+    result = decide({"train": 10, "eval": 2}, file_findings=findings)
+    assert result["decision"] == "pass"
 
 
 def test_decide_malformed_rows_limit():

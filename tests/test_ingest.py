@@ -321,6 +321,17 @@ def test_empty_file_finding():
     assert [(f.kind, f.file) for f in items] == [("empty_file", "f.csv")]
 
 
+@pytest.mark.parametrize("text", [HEADER, HEADER + "\n\n"])
+def test_header_only_file_finding(text):
+    items = parse(text)
+    assert [(f.kind, f.file) for f in items] == [("no_data_rows", "f.csv")]
+
+
+def test_malformed_only_file_has_no_finding():
+    items = parse(HEADER + "A1,2010-12-01 08:00:00\n")
+    assert [type(item) for item in items] == [MalformedRow]
+
+
 def test_invalid_utf8_string_unreadable():
     data = (HEADER + "A1,2010-12-01 08:00:00,1.5,Caf").encode() + b"\xe9\n"
     rows = rows_of(parse(decode_file_bytes(data)))

@@ -315,6 +315,25 @@ def test_markdown_blocking_list():
     ) in markdown
 
 
+def test_markdown_dataset_block_without_feature_findings():
+    report = _clean_report()
+    report["decision"] = "block"
+    report["blocking"] = [
+        {
+            "feature": "",
+            "split": "train",
+            "kind": "empty_split",
+            "count": 0,
+            "fraction": 0.0,
+            "reason": "split train has 0 rows",
+        }
+    ]
+    markdown = render_markdown(report)
+    assert "No feature has findings. The blocking findings below are about the dataset." in markdown
+    assert "every feature is clean" not in markdown
+    assert "- dataset (split train): empty_split 0 (0.00 %). split train has 0 rows" in markdown
+
+
 def test_markdown_clean_report():
     markdown = render_markdown(_clean_report())
     assert "Decision: PASS" in markdown
