@@ -161,9 +161,9 @@ def blocking_message(result: dict[str, Any], report_path: str) -> str:
     noun = "finding" if count == 1 else "findings"
     lines = [f"The anomaly gate blocked the run ({count} blocking {noun}):"]
     for item in result["blocking"]:
-        column = item["feature"] or "(dataset)"
+        where = f"column {item['feature']}" if item["feature"] else "dataset"
         lines.append(
-            f"  - column {column}, split {item['split']}: {item['kind']}, "
+            f"  - {where}, split {item['split']}: {item['kind']}, "
             f"count {item['count']:,}, fraction {100 * item['fraction']:.2f} %: "
             f"{item['reason']}"
         )

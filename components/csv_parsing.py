@@ -46,6 +46,7 @@ COUNT_KINDS = (
 # Kinds after which the feature is absent from the tf.Example.
 MISSING_KINDS = ("absent", "empty", "na_token", "unreadable")
 NON_FINITE_KINDS = ("nan", "posinf", "neginf")
+INF_KINDS = ("posinf", "neginf")
 
 # Physical line references kept per column and kind, so a person can open
 # the file at the right place without the report growing with the data.
@@ -77,8 +78,9 @@ class ParsedRow:
     findings: list[tuple[str, str]]
     timestamp: float | None
     line_ref: str
-    # The cell text of each unreadable cell, by column, for messages.
-    unreadable_texts: dict[str, str] = dataclasses.field(default_factory=dict)
+    # The cell text, by column, of each cell whose finding a message shows
+    # with its text: unreadable cells and numbers too large for float32.
+    shown_texts: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -147,6 +149,11 @@ def parse_cell(
     if kind is None and _out_of_range(number, column):
         kind = "out_of_range"
     return number, kind
+
+
+def _is_overflow(text: str) -> bool:
+    """Tells whether an infinite float cell is a finite number too large for float32."""
+    return "inf" not in text.lower()
 
 
 def _exact_int(text: str, number: float) -> int:
@@ -295,7 +302,7 @@ def parse_csv_text(
             continue
         values: dict[str, Any] = {}
         findings: list[tuple[str, str]] = []
-        unreadable_texts: dict[str, str] = {}
+        shown_texts: dict[str, str] = {}
         for column, position, cached in readers:
             if position is None:
                 values[column.name] = None
@@ -309,8 +316,8 @@ def parse_csv_text(
             values[column.name] = value
             if kind is not None:
                 findings.append((column.name, kind))
-                if kind == "unreadable":
-                    unreadable_texts[column.name] = raw
+                if kind == "unreadable" or (kind in INF_KINDS and _is_overflow(raw)):
+                    shown_texts[column.name] = raw
         timestamp = None
         if time_column is not None:
             timestamp = parse_time(values.get(time_column), time_format)
@@ -319,9 +326,9 @@ def parse_csv_text(
                 # inf in a numeric time column, which is already counted.
                 if all(name != time_column for name, _ in findings):
                     findings.append((time_column, "unreadable"))
-                    unreadable_texts[time_column] = str(values[time_column])
+                    shown_texts[time_column] = str(values[time_column])
                 values[time_column] = None
-        yield ParsedRow(values, findings, timestamp, line_ref, unreadable_texts)
+        yield ParsedRow(values, findings, timestamp, line_ref, shown_texts)
     if records == 0:
         yield FileFinding(
             file_name, "no_data_rows", "", "file has a header line but no data row"

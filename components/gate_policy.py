@@ -207,8 +207,20 @@ def decide(
             f"{', '.join(malformed.get('sample_lines', []))}",
         )
 
+    if total_rows == 0:
+        # One finding for the whole run, not the same advice once per split.
+        block(
+            "",
+            "all",
+            "empty_split",
+            0,
+            0.0,
+            f"every split has 0 rows; at least {policy['min_rows_per_split']} "
+            "are needed in each. "
+            + _empty_split_advice("all", 0, 0, files_without_rows),
+        )
     for split, rows in sorted(split_rows.items()):
-        if rows < int(policy["min_rows_per_split"]):
+        if total_rows and rows < int(policy["min_rows_per_split"]):
             block(
                 "",
                 split,

@@ -174,8 +174,8 @@ class _ParseAndEncode(beam.DoFn):
                     records.clear()
                 for column, kind in item.findings:
                     line_ref = item.line_ref
-                    if kind == "unreadable" and column in item.unreadable_texts:
-                        text = csv_parsing.shown_text(item.unreadable_texts[column])
+                    if column in item.shown_texts:
+                        text = csv_parsing.shown_text(item.shown_texts[column])
                         line_ref = f"{line_ref}: {text}"
                     count(("cells", split, column, kind), line_ref)
             elif isinstance(item, csv_parsing.MalformedRow):
@@ -201,11 +201,11 @@ class _ParseAndEncode(beam.DoFn):
 
 
 class _ExampleEncoder:
-    """Serializes parsed rows to tf.Example bytes; absent values are left out.
+    """Serializes parsed rows to tf.Example bytes and leaves absent values out.
 
     A serialized Features message is its map entries one after the other,
     and the entry of one column and value is the same bytes on every row
-    that holds that value. The encoder builds each entry once with protobuf,
+    that contains that value. The encoder builds each entry once with protobuf,
     keeps it, and writes a row as the Example field around the joined
     entries of its present values, in column name order. The bytes are what
     ``SerializeToString(deterministic=True)`` gives for the same example.
@@ -234,7 +234,7 @@ class _ExampleEncoder:
                     entries[value] = entry
             parts.append(entry)
         if not parts:
-            return b""  # What protobuf writes for an example with no feature.
+            return b""  # Protobuf's serialization of an example with no feature.
         features = b"".join(parts)
         return _EXAMPLE_FEATURES_TAG + _varint(len(features)) + features
 
@@ -276,13 +276,16 @@ _crc32c = crcmod.predefined.mkPredefinedCrcFun("crc-32c")
 
 
 def _masked_crc32c(data: bytes) -> bytes:
-    """The TFRecord checksum: CRC-32C, rotated right by 15 bits plus a constant."""
+    """Returns the TFRecord checksum of `data`.
+
+    The checksum is the CRC-32C rotated right by 15 bits, plus a constant.
+    """
     crc = _crc32c(data)
     return struct.pack("<I", (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF)
 
 
 def frame_tfrecords(records: list[bytes]) -> bytes:
-    """Returns the records in TFRecord framing, as a TFRecord file holds them.
+    """Returns the records in TFRecord framing, as a TFRecord file stores them.
 
     Each record is its length (uint64, little-endian), the masked CRC-32C
     of the length, the data and the masked CRC-32C of the data.

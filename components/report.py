@@ -176,8 +176,17 @@ def _has_findings(entry: dict) -> bool:
     )
 
 
+# Short texts for TFDV anomaly types whose own short text misleads: TFDV
+# calls a column "dropped" when it is present in fewer rows than the
+# schema's min_fraction, although the column is still there.
+ANOMALY_SHORT_TEXTS = {
+    "FEATURE_TYPE_LOW_FRACTION_PRESENT": "Present in too few rows",
+}
+
+
 def _anomaly_short(anomaly: dict) -> str:
-    return str(anomaly.get("short") or anomaly.get("type") or "anomaly")
+    override = ANOMALY_SHORT_TEXTS.get(str(anomaly.get("type", "")))
+    return override or str(anomaly.get("short") or anomaly.get("type") or "anomaly")
 
 
 # Markdown.
@@ -480,7 +489,7 @@ def _html_blocking(report: dict) -> str:
     if not blocking:
         return "<h2>Blocking findings</h2>\n<p>None.</p>\n"
     rows = "".join(
-        f"<tr><td>{_escape(b.get('feature', ''))}</td>"
+        f"<tr><td>{_escape(b.get('feature') or 'dataset')}</td>"
         f"<td>{_escape(b.get('split', ''))}</td>"
         f"<td>{_escape(kind_label(b.get('kind', '')))}</td>"
         f'<td class="num">{format_count(b.get("count"))}</td>'

@@ -26,7 +26,7 @@ from ml_metadata.proto import metadata_store_pb2
 from tensorflow_metadata.proto.v0 import anomalies_pb2
 
 from components import gate_policy
-from components.anomaly_gate import GateBlockedError
+from components.anomaly_gate import GateBlockedError, blocking_message
 from pipeline import contract, runner
 from pipeline.dataset import load_description, parse_description
 
@@ -236,15 +236,29 @@ def test_decide_empty_eval_advice():
 
 def test_decide_no_rows_advice():
     result = decide({"train": 0, "eval": 0})
-    reasons = [b["reason"] for b in result["blocking"]]
-    assert len(reasons) == 2
-    assert all("No data row was read" in reason for reason in reasons)
-    assert all("every row is malformed" in reason for reason in reasons)
+    assert blocking_keys(result) == [("", "all", "empty_split", 0)]
+    reason = result["blocking"][0]["reason"]
+    assert reason.startswith("every split has 0 rows; at least 1 are needed in each.")
+    assert "No data row was read" in reason
+    assert "every row is malformed" in reason
 
 
 def _file_without_rows(name, kind):
     detail = {"empty_file": "file has no header line", "no_data_rows": "header only"}[kind]
     return {"file": name, "kind": kind, "column": "", "detail": detail}
+
+
+def test_blocking_message_names_column_or_dataset():
+    findings = [
+        {"feature": "", "split": "all", "kind": "empty_split", "count": 0,
+         "fraction": 0.0, "reason": "every split has 0 rows"},
+        {"feature": "UnitPrice", "split": "train", "kind": "nan", "count": 3,
+         "fraction": 0.25, "reason": "3 NaN values"},
+    ]
+    message = blocking_message({"blocking": findings}, "report.html")
+    assert "  - dataset, split all: empty_split, count 0" in message
+    assert "  - column UnitPrice, split train: nan, count 3, fraction 25.00 %" in message
+    assert "(dataset)" not in message
 
 
 def test_decide_no_rows_names_files():

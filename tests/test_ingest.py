@@ -436,7 +436,7 @@ def test_shared_cell_cache_same_rows():
         )
         assert list(shared) == parse(text)
     assert parse(second)[0].findings == [("UnitPrice", "unreadable"), ("Country", "na_token")]
-    assert parse(second)[0].unreadable_texts == {"UnitPrice": "abc"}
+    assert parse(second)[0].shown_texts == {"UnitPrice": "abc"}
 
 
 def test_sample_order_numeric():
@@ -556,6 +556,23 @@ def test_encode_splits_and_counts(tmp_path):
         ),
     }
     assert "file_findings" not in outputs
+
+
+def test_encode_shows_overflowing_number(tmp_path):
+    path = tmp_path / "day.csv"
+    path.write_text(
+        HEADER
+        + "A1,2010-12-01 08:00:00,1e39,UK\n"
+        + "A2,2010-12-01 08:00:00,inf,UK\n"
+        + "A3,2010-12-01 08:00:00,-1e400,UK\n"
+    )
+    outputs = _run_dofn(_ParseAndEncode(DESCRIPTION), str(path), None)
+    counts = dict(outputs["counts"])
+    assert counts[("cells", "train", "UnitPrice", "posinf")] == (
+        2,
+        ["day.csv:2: '1e39'", "day.csv:3"],
+    )
+    assert counts[("cells", "train", "UnitPrice", "neginf")] == (1, ["day.csv:4: '-1e400'"])
 
 
 def test_encode_keeps_first_samples(tmp_path):

@@ -332,6 +332,23 @@ def test_markdown_dataset_block_without_feature_findings():
     assert "No feature has findings. The blocking findings below are about the dataset." in markdown
     assert "every feature is clean" not in markdown
     assert "- dataset (split train): empty_split 0 (0.00 %). split train has 0 rows" in markdown
+    page = render_html(report)
+    assert "<tr><td>dataset</td><td>train</td>" in page
+
+
+def test_low_presence_anomaly_not_called_dropped():
+    report = _clean_report()
+    report["features"][0]["anomalies"] = [
+        {
+            "type": "FEATURE_TYPE_LOW_FRACTION_PRESENT",
+            "short": "Column dropped",
+            "description": "The feature was present in fewer examples than expected.",
+        }
+    ]
+    markdown = render_markdown(report)
+    assert "| Present in too few rows |" in markdown
+    assert "Column dropped" not in markdown
+    assert "Column dropped" not in render_html(report)
 
 
 def test_markdown_clean_report():
