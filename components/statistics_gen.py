@@ -29,6 +29,7 @@ from tfx.utils import io_utils, json_utils
 
 from components import batched_read
 
+
 def _reads_batched(examples: types.Artifact, exec_properties: Dict[str, Any]) -> bool:
     """Tells whether the batched reader can read these examples."""
     if exec_properties.get(standard_component_specs.SHARDED_STATS_OUTPUT_KEY):
@@ -73,10 +74,10 @@ class Executor(stock_executor.Executor):
                 f"no split of examples {examples.uri} is left after exclude_splits "
                 f"{exclude_splits}. Exclude fewer splits."
             )
+        options = tfdv.StatsOptions()
         options_json = exec_properties.get(standard_component_specs.STATS_OPTIONS_JSON_KEY)
-        options = (
-            tfdv.StatsOptions.from_json(options_json) if options_json else tfdv.StatsOptions()
-        )
+        if options_json:
+            options = tfdv.StatsOptions.from_json(options_json)
         if input_dict.get(standard_component_specs.SCHEMA_KEY):
             if options.schema is not None:
                 raise ValueError(
