@@ -207,6 +207,8 @@ def decide(
             f"{', '.join(malformed.get('sample_lines', []))}",
         )
 
+    min_rows = int(policy["min_rows_per_split"])
+    rows_needed = f"at least {min_rows} {'row is' if min_rows == 1 else 'rows are'} needed"
     if total_rows == 0:
         # One finding for the whole run, not the same advice once per split.
         block(
@@ -215,20 +217,18 @@ def decide(
             "empty_split",
             0,
             0.0,
-            f"every split has 0 rows; at least {policy['min_rows_per_split']} "
-            "are needed in each. "
+            f"every split has 0 rows; {rows_needed} in each. "
             + _empty_split_advice("all", 0, 0, files_without_rows),
         )
     for split, rows in sorted(split_rows.items()):
-        if total_rows and rows < int(policy["min_rows_per_split"]):
+        if total_rows and rows < min_rows:
             block(
                 "",
                 split,
                 "empty_split",
                 rows,
                 0.0,
-                f"split {split} has {rows} rows; at least "
-                f"{policy['min_rows_per_split']} are needed. "
+                f"split {split} has {rows} rows; {rows_needed}. "
                 + _empty_split_advice(split, rows, total_rows, files_without_rows),
             )
 

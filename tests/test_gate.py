@@ -238,7 +238,7 @@ def test_decide_no_rows_advice():
     result = decide({"train": 0, "eval": 0})
     assert blocking_keys(result) == [("", "all", "empty_split", 0)]
     reason = result["blocking"][0]["reason"]
-    assert reason.startswith("every split has 0 rows; at least 1 are needed in each.")
+    assert reason.startswith("every split has 0 rows; at least 1 row is needed in each.")
     assert "No data row was read" in reason
     assert "every row is malformed" in reason
 
