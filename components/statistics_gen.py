@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 from typing import Any, Dict, List
 
-import apache_beam as beam
 import tensorflow_data_validation as tfdv
 from tfx import types
 from tfx.components.statistics_gen import component as statistics_gen_component
@@ -116,17 +115,15 @@ class Executor(stock_executor.Executor):
                 if split in rate_by_split:
                     split_options.sample_rate = rate_by_split[split]
                 pattern = os.path.join(artifact_utils.get_split_uri([examples], split), "*")
-                files = batched_read.list_files([pattern])
+                # Without a schema, as the stock executor decodes for statistics.
+                source = batched_read.BatchedTFExampleRecord(pattern)
                 output = os.path.join(
                     artifact_utils.get_split_uri([statistics], split),
                     stock_executor.DEFAULT_FILE_NAME,
                 )
                 _ = (
                     pipeline
-                    | f"ListFiles[{split}]" >> beam.Create(files)
-                    | f"ReadBatches[{split}]" >> beam.ParDo(
-                        batched_read.ReadExampleBatches(batch_size)
-                    )
+                    | f"ReadBatches[{split}]" >> source.BeamSource(batch_size)
                     | f"GenerateStatistics[{split}]" >> tfdv.GenerateStatistics(split_options)
                     | f"WriteStatsOutput[{split}]" >> tfdv.WriteStatisticsToBinaryFile(output)
                 )
