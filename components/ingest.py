@@ -119,7 +119,7 @@ class _ParseAndEncode(beam.DoFn):
     split's row count per file, and the findings are summed per file into
     one record per (split, column, kind) on the ``counts`` output. Passing
     a few large elements between Beam stages, instead of one element per
-    row, is what keeps ingestion cheap: Beam's per-element work cost more
+    row, is what keeps ingestion cheap: Beam's per-element work costs more
     than parsing the row.
     """
 
@@ -301,8 +301,8 @@ class _TFRecordChunkSink(filebasedsink.FileBasedSink):
     """A gzip TFRecord file sink whose elements are already framed records.
 
     Beam's FileBasedSink gives it the same temporary files, shard names and
-    finalization as `beam.io.WriteToTFRecord`; only the framing moved into
-    the parsing step (`frame_tfrecords`).
+    finalization as `beam.io.WriteToTFRecord`. The framing itself happens
+    in the parsing step (`frame_tfrecords`).
     """
 
     def __init__(self, file_path_prefix: str):
