@@ -15,6 +15,10 @@ every cell instead:
 - a finite value outside the description's ``min``/``max`` is kept and
   counted as ``out_of_range``.
 
+`parse_csv_blocks` reads a file in blocks of rows held by column, so each
+distinct cell text of a block is parsed once; `parse_csv_text` gives the
+same rows one by one.
+
 Pure Python, no TensorFlow: Beam workers and the `schema` command share it.
 """
 
@@ -25,7 +29,9 @@ import dataclasses
 import datetime
 import functools
 import io
+import itertools
 import math
+import operator
 import re
 from typing import Any, Iterator
 
@@ -213,17 +219,93 @@ class CellCache:
 
     def __init__(self, max_entries: int = 100_000):
         self._max_entries = max_entries
-        self._by_column: dict[str, dict[str, tuple[Any, str | None]]] = {}
+        self._by_column: dict[Any, dict[str, tuple]] = {}
 
-    def for_column(self, name: str) -> dict[str, tuple[Any, str | None]]:
-        """Returns the column's text-to-result dictionary, emptied when full."""
-        entries = self._by_column.get(name)
+    def for_column(self, key: Any) -> dict[str, tuple]:
+        """Returns the text-to-result dictionary of a column key, emptied when full."""
+        entries = self._by_column.get(key)
         if entries is None or len(entries) > self._max_entries:
-            entries = self._by_column[name] = {}
+            entries = self._by_column[key] = {}
         return entries
 
 
-def parse_csv_text(
+# Data rows per `RowBlock`.
+BLOCK_ROWS = 4096
+
+
+@dataclasses.dataclass
+class RowBlock:
+    """Consecutive data rows of one file, held column by column.
+
+    Each cell's result is looked up by its text in ``parsed``, so a text
+    that repeats is parsed once per block at most. A result is the
+    ``(value, kind)`` pair of `parse_cell`. The time column's results have
+    the row's timestamp as a third item. When the format cannot read a
+    time, the value is None and the kind is ``unreadable``.
+
+    Attributes:
+        file_name: The file the rows come from.
+        lines: The first physical line of each row, from 1 for the header.
+        texts: The cell texts of each described column the header has.
+        parsed: For each column in ``texts``, the result of every cell text.
+        absent: Described columns the header lacks, absent in every row.
+        flagged: Columns with at least one finding in this block, the absent
+            columns included.
+        timestamps: Each row's time in seconds since the epoch, or None
+            when the row has no readable time or the data has no time column.
+    """
+
+    file_name: str
+    lines: list[int]
+    texts: dict[str, list[str]]
+    parsed: dict[str, dict[str, tuple]]
+    absent: tuple[str, ...]
+    flagged: frozenset[str]
+    timestamps: list[float | None]
+
+    def results(self, name: str) -> list[tuple]:
+        """Returns each row's result for a described column."""
+        texts = self.texts.get(name)
+        if texts is None:
+            return [_ABSENT] * len(self.lines)
+        return list(map(self.parsed[name].__getitem__, texts))
+
+    def line_ref(self, row: int) -> str:
+        """Returns ``file:line`` of a row of the block."""
+        return f"{self.file_name}:{self.lines[row]}"
+
+
+_ABSENT = (None, "absent")
+
+
+def shows_text(kind: str, raw: str) -> bool:
+    """Tells whether a finding's samples show the cell text next to the line.
+
+    They do for unreadable cells and for numbers too large for float32, whose
+    stored inf does not say what the file held.
+    """
+    return kind == "unreadable" or (kind in INF_KINDS and _is_overflow(raw))
+
+
+def _parse_time_cell(
+    raw: str, column: ColumnSpec, na_tokens: frozenset[str], time_format: str
+) -> tuple[Any, str | None, float | None]:
+    """Parses a time column cell into ``(value, kind, timestamp)``.
+
+    A present value whose time cannot be read leaves the value absent. It
+    counts as ``unreadable`` unless the cell already has a kind, such as
+    ``nan`` in a numeric time column.
+    """
+    value, kind = parse_cell(raw, column, na_tokens)
+    if value is None:
+        return None, kind, None
+    timestamp = parse_time(value, time_format)
+    if timestamp is None:
+        return None, kind or "unreadable", None
+    return value, kind, timestamp
+
+
+def parse_csv_blocks(
     text: str,
     file_name: str,
     columns: list[ColumnSpec],
@@ -231,13 +313,15 @@ def parse_csv_text(
     time_column: str | None,
     time_format: str,
     cell_cache: CellCache | None = None,
-) -> Iterator[ParsedRow | MalformedRow | FileFinding]:
-    """Parses one CSV file's text into rows, malformed rows and file findings.
+    block_rows: int = BLOCK_ROWS,
+) -> Iterator[RowBlock | MalformedRow | FileFinding]:
+    """Parses one CSV file's text into row blocks, malformed rows and file findings.
 
     The header decides which description columns the file has. A column of
     the description that the header lacks is reported once as a
     `FileFinding` and counted as ``absent`` in every row. A header column
-    the description does not name is reported and not read.
+    the description does not name is reported and not read. The items come
+    in file order: a malformed row ends the block before it.
 
     A `CellCache` shared by the calls of one worker, for one description
     and one set of NA tokens, saves parsing the same cell text twice;
@@ -271,68 +355,181 @@ def parse_csv_text(
                 f"column {name!r} is not in the dataset description; not read",
             )
 
+    def parser(column: ColumnSpec):
+        if column.name == time_column:
+            return functools.partial(
+                _parse_time_cell,
+                column=column,
+                na_tokens=na_tokens,
+                time_format=time_format,
+            )
+        return functools.partial(parse_cell, column=column, na_tokens=na_tokens)
+
+    readers = [
+        (
+            column.name,
+            positions[column.name],
+            parser(column),
+            (column.name, time_format if column.name == time_column else None),
+        )
+        for column in columns
+        if column.name in positions
+    ]
+    absent = tuple(c.name for c in columns if c.name not in positions)
+    timed = time_column is not None and any(
+        name == time_column for name, _, _, _ in readers
+    )
+
+    def block(lines: list[int], records: list[list[str]]) -> RowBlock:
+        texts: dict[str, list[str]] = {}
+        parsed: dict[str, dict[str, tuple]] = {}
+        flagged = set(absent)
+        for name, position, parse, cache_key in readers:
+            column_texts = texts[name] = list(map(operator.itemgetter(position), records))
+            results = parsed[name] = cell_cache.for_column(cache_key)
+            for raw in set(column_texts):
+                result = results.get(raw)
+                if result is None:
+                    result = results[raw] = parse(raw)
+                if result[1] is not None:
+                    flagged.add(name)
+        if timed:
+            results = parsed[time_column]
+            timestamps = [results[raw][2] for raw in texts[time_column]]
+        else:
+            timestamps = [None] * len(lines)
+        return RowBlock(
+            file_name, lines, texts, parsed, absent, frozenset(flagged), timestamps
+        )
+
     # A file cut off mid-write ends without a line ending, and its last
     # record may still have the right number of fields. That record is
     # counted as malformed, not read, because its last value may be cut.
     unterminated = bool(text) and not text.endswith(("\n", "\r"))
     last_line = text.count("\n") + 1 if unterminated else -1
-    # (column, its position in the record or None, its cached results)
-    readers = [
-        (column, positions.get(column.name), cell_cache.for_column(column.name))
-        for column in columns
-    ]
-    records = 0
-    for line, fields in _iterate_records(reader, file_name):
-        if isinstance(fields, MalformedRow):
-            records += 1
-            yield fields
+    width = len(header)
+
+    # Fast path: read records a block at a time. It holds while every
+    # record is one whole line with the header's number of fields, so the
+    # block's records are its lines in order.
+    start = reader.line_num  # Lines read before the block.
+    count = 0
+    while True:
+        try:
+            records = list(itertools.islice(reader, block_rows))
+        except csv.Error:
+            break
+        end = reader.line_num
+        if (
+            end - start != len(records)
+            or (unterminated and end >= last_line)
+            or any(len(fields) != width for fields in records)
+            or (width == 1 and [""] in records)
+        ):
+            break
+        if not records:
+            if count == 0:
+                yield _no_data_rows(file_name)
+            return
+        yield block(list(range(start + 1, end + 1)), records)
+        count += len(records)
+        start = end
+
+    # Slow path, from the first line of the block that broke the fast
+    # path's rule: one record at a time, with a new reader that starts
+    # there, since a record always starts on a fresh line.
+    physical = io.StringIO(text, newline="").readlines()
+    reader = csv.reader(iter(physical[start:]))
+    lines: list[int] = []
+    records = []
+    while True:
+        line = start + reader.line_num + 1
+        try:
+            fields = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as e:
+            count += 1
+            if lines:
+                yield block(lines, records)
+                lines, records = [], []
+            yield from _malformed_lines(
+                file_name, line, start + reader.line_num, f"CSV error: {e}"
+            )
             continue
-        line_ref = f"{file_name}:{line}"
-        if fields == [] or fields == [""]:
+        if not fields or fields == [""]:
             continue  # Blank line: carries no row.
-        records += 1
-        last = reader.line_num
-        if unterminated and last >= last_line:
-            reason = "last line has no line ending; the file may be truncated"
+        count += 1
+        last = start + reader.line_num
+        if len(fields) != width or (unterminated and last >= last_line):
+            if unterminated and last >= last_line:
+                reason = "last line has no line ending; the file may be truncated"
+            else:
+                reason = f"expected {width} fields, found {len(fields)}"
+            if lines:
+                yield block(lines, records)
+                lines, records = [], []
             yield from _malformed_lines(file_name, line, last, reason)
             continue
-        if len(fields) != len(header):
-            reason = f"expected {len(header)} fields, found {len(fields)}"
-            yield from _malformed_lines(file_name, line, last, reason)
+        lines.append(line)
+        records.append(fields)
+        if len(lines) >= block_rows:
+            yield block(lines, records)
+            lines, records = [], []
+    if lines:
+        yield block(lines, records)
+    if count == 0:
+        yield _no_data_rows(file_name)
+
+
+def _no_data_rows(file_name: str) -> FileFinding:
+    return FileFinding(
+        file_name, "no_data_rows", "", "file has a header line but no data row"
+    )
+
+
+def parse_csv_text(
+    text: str,
+    file_name: str,
+    columns: list[ColumnSpec],
+    na_tokens: frozenset[str],
+    time_column: str | None,
+    time_format: str,
+    cell_cache: CellCache | None = None,
+    block_rows: int = BLOCK_ROWS,
+) -> Iterator[ParsedRow | MalformedRow | FileFinding]:
+    """Parses one CSV file's text into rows, malformed rows and file findings.
+
+    The row by row view of `parse_csv_blocks`, with the same arguments and
+    the same rules. A row's findings follow the description's column order.
+    """
+    for item in parse_csv_blocks(
+        text,
+        file_name,
+        columns,
+        na_tokens,
+        time_column,
+        time_format,
+        cell_cache,
+        block_rows,
+    ):
+        if not isinstance(item, RowBlock):
+            yield item
             continue
-        values: dict[str, Any] = {}
-        findings: list[tuple[str, str]] = []
-        shown_texts: dict[str, str] = {}
-        for column, position, cached in readers:
-            if position is None:
-                values[column.name] = None
-                findings.append((column.name, "absent"))
-                continue
-            raw = fields[position]
-            result = cached.get(raw)
-            if result is None:
-                result = cached[raw] = parse_cell(raw, column, na_tokens)
-            value, kind = result
-            values[column.name] = value
-            if kind is not None:
-                findings.append((column.name, kind))
-                if kind == "unreadable" or (kind in INF_KINDS and _is_overflow(raw)):
-                    shown_texts[column.name] = raw
-        timestamp = None
-        if time_column is not None:
-            timestamp = parse_time(values.get(time_column), time_format)
-            if timestamp is None and values.get(time_column) is not None:
-                # Present but not a time in the declared format, or a NaN or
-                # inf in a numeric time column, which is already counted.
-                if all(name != time_column for name, _ in findings):
-                    findings.append((time_column, "unreadable"))
-                    shown_texts[time_column] = str(values[time_column])
-                values[time_column] = None
-        yield ParsedRow(values, findings, timestamp, line_ref, shown_texts)
-    if records == 0:
-        yield FileFinding(
-            file_name, "no_data_rows", "", "file has a header line but no data row"
-        )
+        by_column = [(c.name, item.results(c.name), item.texts.get(c.name)) for c in columns]
+        for row, timestamp in enumerate(item.timestamps):
+            values: dict[str, Any] = {}
+            findings: list[tuple[str, str]] = []
+            shown_texts: dict[str, str] = {}
+            for name, results, texts in by_column:
+                result = results[row]
+                values[name] = result[0]
+                kind = result[1]
+                if kind is not None:
+                    findings.append((name, kind))
+                    if texts is not None and shows_text(kind, texts[row]):
+                        shown_texts[name] = texts[row]
+            yield ParsedRow(values, findings, timestamp, item.line_ref(row), shown_texts)
 
 
 # Maximum characters of a cell text in a message. A longer text is cut.
@@ -369,25 +566,6 @@ def _malformed_lines(
     )
     for line in range(first, last + 1):
         yield MalformedRow(f"{file_name}:{line}", reason)
-
-
-def _iterate_records(reader, file_name: str):
-    """Yields ``(first line, record)`` pairs, with a csv.Error as a MalformedRow.
-
-    The first physical line of the record, not `reader.line_num` after it, is
-    the line to open when a quoted field spans several lines.
-    """
-    while True:
-        line = reader.line_num + 1
-        try:
-            yield line, next(reader)
-        except StopIteration:
-            return
-        except csv.Error as e:
-            for malformed in _malformed_lines(
-                file_name, line, reader.line_num, f"CSV error: {e}"
-            ):
-                yield line, malformed
 
 
 def decode_file_bytes(data: bytes) -> str:

@@ -17,19 +17,23 @@ output artifact) with an executor that
 
 from __future__ import annotations
 
+import functools
 import glob
+import gzip
 import heapq
 import json
 import logging
+import math
 import os
 import re
 import struct
 from typing import Any, Dict, Iterable, List
 
 import apache_beam as beam
-import crcmod.predefined
+import google_crc32c
 from apache_beam.io import filebasedsink
 from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
 import tensorflow as tf
 from tfx import types
 from tfx.components.example_gen import base_example_gen_executor
@@ -93,7 +97,7 @@ class _FileTimeRange(beam.DoFn):
 
     def process(self, path: str):
         low = high = None
-        for item in csv_parsing.parse_csv_text(
+        for item in csv_parsing.parse_csv_blocks(
             _read_file(path),
             os.path.basename(path),
             self._columns,
@@ -102,9 +106,11 @@ class _FileTimeRange(beam.DoFn):
             self._time_format,
             self._cell_cache,
         ):
-            if isinstance(item, csv_parsing.ParsedRow) and item.timestamp is not None:
-                low = item.timestamp if low is None else min(low, item.timestamp)
-                high = item.timestamp if high is None else max(high, item.timestamp)
+            if isinstance(item, csv_parsing.RowBlock):
+                times = [t for t in item.timestamps if t is not None]
+                if times:
+                    low = min(times) if low is None else min(low, *times)
+                    high = max(times) if high is None else max(high, *times)
         if low is not None:
             yield low, high
 
@@ -121,6 +127,10 @@ class _ParseAndEncode(beam.DoFn):
     a few large elements between Beam stages, instead of one element per
     row, is what keeps ingestion cheap: Beam's per-element work costs more
     than parsing the row.
+
+    Within the DoFn the rows go by blocks (`csv_parsing.RowBlock`): each
+    distinct cell text of a block is parsed and encoded once, and the rows
+    are joined from those results column by column.
     """
 
     def __init__(self, description: dict[str, Any]):
@@ -143,19 +153,9 @@ class _ParseAndEncode(beam.DoFn):
         # (record, split, column, kind) -> [count, first line references].
         # Lines come in file order, so the first references are the smallest.
         counts: dict[tuple[str, str, str, str], list] = {}
-
-        def count(key, line_ref):
-            entry = counts.get(key)
-            if entry is None:
-                counts[key] = [1, [line_ref]]
-            else:
-                entry[0] += 1
-                if len(entry[1]) < csv_parsing.MAX_SAMPLE_LINES:
-                    entry[1].append(line_ref)
-
         pending: dict[str, list[bytes]] = {"train": [], "eval": []}
         rows = {"train": 0, "eval": 0}
-        for item in csv_parsing.parse_csv_text(
+        for item in csv_parsing.parse_csv_blocks(
             _read_file(path),
             name,
             self._columns,
@@ -164,22 +164,27 @@ class _ParseAndEncode(beam.DoFn):
             self._time_format,
             self._cell_cache,
         ):
-            if isinstance(item, csv_parsing.ParsedRow):
-                split = _assign_split(item, cutoff)
-                records = pending[split]
-                records.append(self._encoder.encode(item))
-                rows[split] += 1
-                if len(records) >= RECORDS_PER_CHUNK:
-                    yield beam.pvalue.TaggedOutput(split, frame_tfrecords(records))
-                    records.clear()
-                for column, kind in item.findings:
-                    line_ref = item.line_ref
-                    if column in item.shown_texts:
-                        text = csv_parsing.shown_text(item.shown_texts[column])
-                        line_ref = f"{line_ref}: {text}"
-                    count(("cells", split, column, kind), line_ref)
+            if isinstance(item, csv_parsing.RowBlock):
+                is_eval = _eval_rows(item.timestamps, cutoff)
+                encoded = self._encoder.encode_block(item)
+                if is_eval is None:
+                    by_split = {"train": encoded}
+                else:
+                    by_split = {
+                        "train": [e for e, ev in zip(encoded, is_eval) if not ev],
+                        "eval": [e for e, ev in zip(encoded, is_eval) if ev],
+                    }
+                for split, records in by_split.items():
+                    rows[split] += len(records)
+                    waiting = pending[split]
+                    waiting.extend(records)
+                    while len(waiting) >= RECORDS_PER_CHUNK:
+                        chunk = waiting[:RECORDS_PER_CHUNK]
+                        del waiting[:RECORDS_PER_CHUNK]
+                        yield beam.pvalue.TaggedOutput(split, frame_tfrecords(chunk))
+                _count_block_findings(item, is_eval, counts)
             elif isinstance(item, csv_parsing.MalformedRow):
-                count(("malformed", UNSPLIT, "", ""), f"{item.line_ref}: {item.reason}")
+                _count(counts, ("malformed", UNSPLIT, "", ""), f"{item.line_ref}: {item.reason}")
             else:
                 yield beam.pvalue.TaggedOutput(
                     "file_findings",
@@ -200,6 +205,52 @@ class _ParseAndEncode(beam.DoFn):
             yield beam.pvalue.TaggedOutput("counts", (key, (n, sample)))
 
 
+def _eval_rows(timestamps: list[float | None], cutoff: float | None) -> list[bool] | None:
+    """Tells for each row whether it goes to eval, or returns None when all go to train.
+
+    A row without a readable time cannot be placed by time, so it goes to
+    train. Its time column is counted as unreadable or missing, and the
+    gate's policy for the time role decides whether that blocks.
+    """
+    if cutoff is None:
+        return None
+    return [t is not None and t >= cutoff for t in timestamps]
+
+
+def _count(counts: dict, key: tuple, line_ref: str) -> None:
+    entry = counts.get(key)
+    if entry is None:
+        counts[key] = [1, [line_ref]]
+    else:
+        entry[0] += 1
+        if len(entry[1]) < csv_parsing.MAX_SAMPLE_LINES:
+            entry[1].append(line_ref)
+
+
+def _count_block_findings(
+    block: csv_parsing.RowBlock, is_eval: list[bool] | None, counts: dict
+) -> None:
+    """Adds a block's cell findings to ``counts`` with their first line references."""
+    sample_size = csv_parsing.MAX_SAMPLE_LINES
+    for column in block.flagged:
+        texts = block.texts.get(column)
+        for row, result in enumerate(block.results(column)):
+            kind = result[1]
+            if kind is None:
+                continue
+            split = "eval" if is_eval is not None and is_eval[row] else "train"
+            key = ("cells", split, column, kind)
+            entry = counts.get(key)
+            if entry is None:
+                entry = counts[key] = [0, []]
+            entry[0] += 1
+            if len(entry[1]) < sample_size:
+                line_ref = block.line_ref(row)
+                if texts is not None and csv_parsing.shows_text(kind, texts[row]):
+                    line_ref = f"{line_ref}: {csv_parsing.shown_text(texts[row])}"
+                entry[1].append(line_ref)
+
+
 class _ExampleEncoder:
     """Serializes parsed rows to tf.Example bytes and leaves absent values out.
 
@@ -213,8 +264,11 @@ class _ExampleEncoder:
 
     def __init__(self, types_by_column: dict[str, str], max_entries: int = 100_000):
         self._types = types_by_column
+        self._names = sorted(types_by_column)
         self._max_entries = max_entries
         self._entries: dict[str, dict[Any, bytes]] = {}
+        # Map entries by cell text, for encode_block.
+        self._entries_by_text: dict[str, dict[str, bytes]] = {}
 
     def encode(self, row: csv_parsing.ParsedRow) -> bytes:
         parts = []
@@ -233,21 +287,76 @@ class _ExampleEncoder:
                     # are one key but different floats, so neither is kept.
                     entries[value] = entry
             parts.append(entry)
-        if not parts:
-            return b""  # Protobuf's serialization of an example with no feature.
-        features = b"".join(parts)
-        return _EXAMPLE_FEATURES_TAG + _varint(len(features)) + features
+        return _wrap_features(b"".join(parts))
+
+    def encode_block(self, block: csv_parsing.RowBlock) -> list[bytes]:
+        """Serializes every row of a block, column by column.
+
+        A cell text always parses to the same value, so the entries are kept
+        by text: one lookup per cell, and an absent value's entry is empty.
+        """
+        columns = []
+        for name in self._names:
+            texts = block.texts.get(name)
+            if texts is None:
+                continue  # Not in the file's header: absent from every row.
+            entries = self._entries_by_text.get(name)
+            if entries is None or len(entries) > self._max_entries:
+                entries = self._entries_by_text[name] = {}
+            parsed = block.parsed[name]
+            for text in set(texts).difference(entries):
+                value = parsed[text][0]
+                entries[text] = b"" if value is None else self._entry(name, value)
+            columns.append(list(map(entries.__getitem__, texts)))
+        if not columns:
+            return [b""] * len(block.lines)
+        prefixes = _FEATURES_PREFIX
+        limit = len(prefixes)
+        return [
+            prefixes[len(features)] + features
+            if 0 < len(features) < limit
+            else _wrap_features(features)
+            for features in map(b"".join, zip(*columns))
+        ]
 
     def _entry(self, name: str, value: Any) -> bytes:
-        feature = tf.train.Feature()
+        """Returns the serialized Features message with one feature, name=value.
+
+        The bytes are written field by field. Features contains the map
+        entry (key 1, value 2). The value is a Feature whose list field is 1
+        for bytes, 2 for float and 3 for int64. That list contains the value
+        in its field 1, packed for numbers.
+        """
         kind = self._types[name]
         if kind == "string":
-            feature.bytes_list.value.append(value.encode("utf-8"))
+            data = value.encode("utf-8")
+            feature = _field(1, _field(1, data))
         elif kind == "int":
-            feature.int64_list.value.append(value)
+            feature = _field(3, _field(1, _varint(value & _UINT64_MASK)))
+        elif abs(value) <= _FLOAT32_MAX or value != value or abs(value) == math.inf:
+            feature = _field(2, _field(1, struct.pack("<f", value)))
         else:
-            feature.float_list.value.append(value)
-        return tf.train.Features(feature={name: feature}).SerializeToString()
+            # Rounds to the float32 maximum or to inf: protobuf decides which.
+            return _protobuf_entry(name, value)
+        return _field(1, _field(1, name.encode("utf-8")) + _field(2, feature))
+
+
+_UINT64_MASK = (1 << 64) - 1
+# The largest finite float32.
+_FLOAT32_MAX = struct.unpack("<f", b"\xff\xff\x7f\x7f")[0]
+
+
+def _field(number: int, data: bytes) -> bytes:
+    """Serializes a length-delimited protobuf field (wire type 2)."""
+    size = len(data)
+    length = _ONE_BYTE[size] if size < 0x80 else _varint(size)
+    return _ONE_BYTE[(number << 3) | 2] + length + data
+
+
+def _protobuf_entry(name: str, value: float) -> bytes:
+    feature = tf.train.Feature()
+    feature.float_list.value.append(value)
+    return tf.train.Features(feature={name: feature}).SerializeToString()
 
 
 # Field 1 of tf.train.Example (features), length-delimited: (1 << 3) | 2.
@@ -264,6 +373,23 @@ def _varint(number: int) -> bytes:
     return bytes(out)
 
 
+_ONE_BYTE = [bytes([n]) for n in range(256)]
+
+# The Example field's tag and length for every features length up to 2**14,
+# which covers rows of ordinary width with one lookup.
+_FEATURES_PREFIX = [_EXAMPLE_FEATURES_TAG + _varint(n) for n in range(1 << 14)]
+
+
+def _wrap_features(features: bytes) -> bytes:
+    """Returns the serialized Example around serialized Features entries."""
+    if not features:
+        return b""  # Protobuf's serialization of an example with no feature.
+    size = len(features)
+    if size < len(_FEATURES_PREFIX):
+        return _FEATURES_PREFIX[size] + features
+    return _EXAMPLE_FEATURES_TAG + _varint(size) + features
+
+
 def _to_example(row: csv_parsing.ParsedRow, types_by_column: dict[str, str]) -> bytes:
     """Serializes one parsed row; absent values leave their feature out."""
     return _ExampleEncoder(types_by_column).encode(row)
@@ -272,16 +398,20 @@ def _to_example(row: csv_parsing.ParsedRow, types_by_column: dict[str, str]) -> 
 # Serialized examples per element of the train and eval outputs.
 RECORDS_PER_CHUNK = 4096
 
-_crc32c = crcmod.predefined.mkPredefinedCrcFun("crc-32c")
-
-
 def _masked_crc32c(data: bytes) -> bytes:
     """Returns the TFRecord checksum of `data`.
 
     The checksum is the CRC-32C rotated right by 15 bits, plus a constant.
     """
-    crc = _crc32c(data)
+    crc = google_crc32c.value(data)
     return struct.pack("<I", (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF)
+
+
+@functools.lru_cache(maxsize=4096)
+def _length_header(size: int) -> bytes:
+    # Records of one data set have few distinct lengths.
+    length = struct.pack("<Q", size)
+    return length + _masked_crc32c(length)
 
 
 def frame_tfrecords(records: list[bytes]) -> bytes:
@@ -292,8 +422,7 @@ def frame_tfrecords(records: list[bytes]) -> bytes:
     """
     parts = []
     for data in records:
-        length = struct.pack("<Q", len(data))
-        parts += (length, _masked_crc32c(length), data, _masked_crc32c(data))
+        parts += (_length_header(len(data)), data, _masked_crc32c(data))
     return b"".join(parts)
 
 
@@ -303,6 +432,11 @@ class _TFRecordChunkSink(filebasedsink.FileBasedSink):
     Beam's FileBasedSink gives it the same temporary files, shard names and
     finalization as `beam.io.WriteToTFRecord`. The framing itself happens
     in the parsing step (`frame_tfrecords`).
+
+    Beam's own gzip writer compresses at zlib's default level, 6. This sink
+    writes at `GZIP_LEVEL` instead: on the Online Retail year, level 1 took
+    0.4 s of CPU against 1.0 s for the train split, for a file of 12.3 MB
+    instead of 10.6 MB, and readers decompress both equally fast.
     """
 
     def __init__(self, file_path_prefix: str):
@@ -314,8 +448,34 @@ class _TFRecordChunkSink(filebasedsink.FileBasedSink):
             compression_type=CompressionTypes.GZIP,
         )
 
+    def open(self, temp_path: str):
+        raw = FileSystems.create(temp_path, self.mime_type, CompressionTypes.UNCOMPRESSED)
+        return _GzipWriter(raw)
+
     def write_encoded_record(self, file_handle, value: bytes) -> None:
         file_handle.write(value)
+
+
+# The zlib level of the examples files ExampleGen writes.
+GZIP_LEVEL = 1
+
+
+class _GzipWriter(gzip.GzipFile):
+    """A gzip stream over a Beam file handle that closes the handle too.
+
+    The header contains no file name and a zero time, so a rerun writes
+    the same bytes.
+    """
+
+    def __init__(self, raw):
+        super().__init__(filename="", mode="wb", compresslevel=GZIP_LEVEL, fileobj=raw, mtime=0)
+        self._raw = raw
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._raw.close()
 
 
 class _MergeCounts(beam.CombineFn):
@@ -357,15 +517,6 @@ def _line_sort_key(line_ref: str):
     if match is None:
         return (line_ref, 0, line_ref)
     return (match.group(1), int(match.group(2)), line_ref)
-
-
-def _assign_split(row: csv_parsing.ParsedRow, cutoff: float | None) -> str:
-    # A row without a readable time cannot be placed by time, so it goes to
-    # train. Its time column is counted as unreadable or missing, and the
-    # gate's policy for the time role decides whether that blocks.
-    if cutoff is None or row.timestamp is None:
-        return "train"
-    return "eval" if row.timestamp >= cutoff else "train"
 
 
 def _time_cutoff(bounds: tuple, eval_fraction: float) -> float | None:

@@ -30,6 +30,15 @@ from tfx.utils import io_utils, json_utils
 from components import batched_read
 
 
+# Examples per RecordBatch when the statistics options set no batch size.
+# TFDV's exact top-k and uniques emit one Beam element per distinct string
+# value and batch, so fewer, larger batches mean fewer elements. On the
+# Online Retail year, batches of 32768 took the statistics from 13.5 to 9.2
+# CPU seconds against batches of 1000. The counts, top values and unique
+# counts stayed the same.
+STATISTICS_BATCH_SIZE = 32768
+
+
 def _reads_batched(examples: types.Artifact, exec_properties: Dict[str, Any]) -> bool:
     """Tells whether the batched reader can read these examples."""
     if exec_properties.get(standard_component_specs.SHARDED_STATS_OUTPUT_KEY):
@@ -109,7 +118,7 @@ class Executor(stock_executor.Executor):
             stock_executor.SAMPLE_RATE_BY_SPLIT_PROPERTY_NAME, json_utils.dumps(rates)
         )
 
-        batch_size = options.desired_batch_size or batched_read.BATCH_SIZE
+        batch_size = options.desired_batch_size or STATISTICS_BATCH_SIZE
         with self._make_beam_pipeline() as pipeline:
             for split in split_names:
                 split_options = tfdv.StatsOptions.from_json(options.to_json())

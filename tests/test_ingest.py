@@ -19,8 +19,10 @@ from components.csv_parsing import (
     FileFinding,
     MalformedRow,
     ParsedRow,
+    RowBlock,
     decode_file_bytes,
     parse_cell,
+    parse_csv_blocks,
     parse_csv_text,
     shown_text,
 )
@@ -632,3 +634,130 @@ def test_shown_text_escapes_undecodable_bytes():
 def test_shown_text_quotes_and_cuts():
     assert shown_text("it's") == "'it\\'s'"
     assert shown_text("x" * 50) == "'" + "x" * 40 + "...'"
+
+
+# Texts whose records break the block reader's fast path at different
+# places: a quoted field over two lines, blank lines, a short record, a
+# stray quote, CRLF line ends and a last line without its line end.
+BLOCK_TEXTS = [
+    HEADER + "".join(f"A{i},2010-12-01 08:00:00,{i}.5,UK\n" for i in range(7)),
+    HEADER
+    + "A1,2010-12-01 08:00:00,1.5,UK\n"
+    + 'A2,2010-12-01 08:00:00,2.5,"United\nKingdom"\n'
+    + "A3,2010-12-01 09:00:00,nan,UK\n\n\n"
+    + "A4,2010-12-01 10:00:00,abc,UK\n",
+    HEADER
+    + "A1,2010-12-01 08:00:00,1.5,UK\n"
+    + "A2,2010-12-01 08:00:00\n"
+    + 'A3,"2010-12-01 09:00:00,3.5,UK\n'
+    + "A4,2010-12-01 10:00:00,4.5,UK\n",
+    HEADER.replace("\n", "\r\n")
+    + "A1,2010-12-01 08:00:00,1e39,UK\r\n"
+    + "A2,yesterday,NA,\r\n"
+    + "A3,2010-12-01 10:00:00,3.5,UK",
+    HEADER + "A1,2010-12-01 08:00:00,1.5,UK\n" + '"",,,\n' + "\n",
+]
+
+
+@pytest.mark.parametrize("text", BLOCK_TEXTS)
+def test_block_size_does_not_change_rows(text):
+    expected = parse(text)
+    for block_rows in (1, 2, 3):
+        items = list(
+            parse_csv_text(
+                text, "f.csv", COLUMNS, NA_TOKENS, "InvoiceDate", TIME_FORMAT,
+                block_rows=block_rows,
+            )
+        )
+        assert repr(items) == repr(expected), block_rows
+
+
+def test_blocks_of_clean_file_number_lines():
+    text = BLOCK_TEXTS[0]
+    blocks = list(
+        parse_csv_blocks(
+            text, "f.csv", COLUMNS, NA_TOKENS, "InvoiceDate", TIME_FORMAT, block_rows=3
+        )
+    )
+    assert [block.lines for block in blocks] == [[2, 3, 4], [5, 6, 7], [8]]
+    assert all(block.flagged == frozenset() for block in blocks)
+    assert blocks[1].texts["UnitPrice"] == ["3.5", "4.5", "5.5"]
+    assert blocks[1].results("UnitPrice") == [(3.5, None), (4.5, None), (5.5, None)]
+
+
+def test_multiline_record_keeps_its_first_line():
+    rows = rows_of(parse(BLOCK_TEXTS[1]))
+    assert [row.line_ref for row in rows] == ["f.csv:2", "f.csv:3", "f.csv:5", "f.csv:8"]
+    assert rows[1].values["Country"] == "United\nKingdom"
+
+
+def test_block_flags_columns_with_findings():
+    (block,) = [
+        item
+        for item in parse_csv_blocks(
+            HEADER.replace(",Country", "") + "A1,yesterday,1.5\nA2,2010-12-01 08:00:00,2.5\n",
+            "f.csv", COLUMNS, NA_TOKENS, "InvoiceDate", TIME_FORMAT,
+        )
+        if isinstance(item, RowBlock)
+    ]
+    assert block.flagged == frozenset({"InvoiceDate", "Country"})
+    assert block.absent == ("Country",)
+    assert block.results("Country") == [(None, "absent"), (None, "absent")]
+    assert block.results("InvoiceDate")[0] == (None, "unreadable", None)
+    assert block.timestamps == [None, 1291190400.0]
+
+
+BLOCK_ENCODER_COLUMNS = [
+    ColumnSpec("item", "string"),
+    ColumnSpec("count", "int"),
+    ColumnSpec("price", "float"),
+]
+BLOCK_ENCODER_TEXT = (
+    "item,count,price\n"
+    "85123A,6,2.55\n"
+    "85123A,6,2.55\n"
+    "£ tag,-80995,-0\n"
+    "£ tag,0,0\n"
+    + "x" * 300 + ",9223372036854775807,nan\n"
+    ",-9223372036854775808,-nan\n"
+    "NA,NA,inf\n"
+    ",,-inf\n"
+    "a,1,3.4028234663852886e38\n"
+    "a,1,3.40282356e38\n"
+    "a,1,-3.4028235677973366e38\n"
+    "a,1,1e-45\n"
+    "a,1,1e-50\n"
+    "a,abc,1e39\n"
+)
+
+
+def test_block_encoder_bytes_equal_protobuf_serialization():
+    encoder = _ExampleEncoder(ENCODER_TYPES)
+    items = list(
+        parse_csv_blocks(BLOCK_ENCODER_TEXT, "f.csv", BLOCK_ENCODER_COLUMNS, NA_TOKENS, None, TIME_FORMAT)
+    )
+    (block,) = items
+    encoded = encoder.encode_block(block)
+    rows = rows_of(
+        parse_csv_text(BLOCK_ENCODER_TEXT, "f.csv", BLOCK_ENCODER_COLUMNS, NA_TOKENS, None, TIME_FORMAT)
+    )
+    assert len(encoded) == len(rows) == 14
+    for data, row in zip(encoded, rows):
+        assert data == _reference_bytes(row.values, ENCODER_TYPES), row.line_ref
+    # The second pass finds every entry in the encoder's cache.
+    assert encoder.encode_block(block) == encoded
+
+
+def test_block_encoder_leaves_out_unreadable_time():
+    description_types = {c.name: c.type for c in COLUMNS}
+    text = HEADER + "A1,yesterday,1.5,UK\n"
+    (block,) = [
+        item
+        for item in parse_csv_blocks(text, "f.csv", COLUMNS, NA_TOKENS, "InvoiceDate", TIME_FORMAT)
+        if isinstance(item, RowBlock)
+    ]
+    (data,) = _ExampleEncoder(description_types).encode_block(block)
+    assert sorted(tf.train.Example.FromString(data).features.feature) == [
+        "Country", "StockCode", "UnitPrice"
+    ]
+

@@ -20,7 +20,10 @@ from tfx.types import artifact_utils, standard_artifacts
 
 from components import statistics_gen
 
-ROWS_PER_FILE = 1300  # Each train file: a batch of 1000 rows and one of 300.
+# Examples per batch in these tests, so that each train file has a batch of
+# 1000 rows and one of 300.
+BATCH_SIZE = 1000
+ROWS_PER_FILE = 1300
 
 
 def _example(row: int) -> bytes:
@@ -74,13 +77,15 @@ def both_runs(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("statistics"))
     examples = _write_examples(root, ROWS)
     outputs = {}
-    for name, executor in (
-        ("stock", stock_executor.Executor()),
-        ("batched", statistics_gen.Executor()),
-    ):
-        statistics = _statistics(root, name)
-        executor.Do({"examples": [examples]}, {"statistics": [statistics]}, {})
-        outputs[name] = statistics
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(statistics_gen, "STATISTICS_BATCH_SIZE", BATCH_SIZE)
+        for name, executor in (
+            ("stock", stock_executor.Executor()),
+            ("batched", statistics_gen.Executor()),
+        ):
+            statistics = _statistics(root, name)
+            executor.Do({"examples": [examples]}, {"statistics": [statistics]}, {})
+            outputs[name] = statistics
     return outputs
 
 
