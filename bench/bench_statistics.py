@@ -9,7 +9,7 @@ within each repetition, with one of two readers:
   StatisticsGen uses. Beam hands every record to Python as an element;
 - batched reader: recguard's StatisticsGen reader
   (`components/batched_read.py`), one Beam element per file, read with
-  TensorFlow in batches of 1000 examples.
+  TensorFlow in batches of `statistics_gen.STATISTICS_BATCH_SIZE` examples.
 
 The variants:
 
@@ -48,7 +48,7 @@ import common  # noqa: E402
 import tensorflow_data_validation as tfdv  # noqa: E402
 from tfx_bsl.public import tfxio  # noqa: E402
 
-from components import batched_read  # noqa: E402
+from components import batched_read, statistics_gen  # noqa: E402
 
 VARIANTS = (
     "stock_default",
@@ -88,7 +88,9 @@ def time_variant(variant: str, files: list[str]) -> tuple[float, float, int]:
             pipeline
             | "ListFiles" >> beam.Create(files)
             | "Read"
-            >> beam.ParDo(batched_read.ReadExampleBatches(batched_read.BATCH_SIZE))
+            >> beam.ParDo(
+                batched_read.ReadExampleBatches(statistics_gen.STATISTICS_BATCH_SIZE)
+            )
         )
     if variant.endswith("read_only"):
         counted = batches | "Rows" >> beam.Map(lambda batch: batch.num_rows)
