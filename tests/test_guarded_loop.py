@@ -485,6 +485,47 @@ def test_fraction_halt_on_healthy_step():
     assert int(loop.step.numpy()) == 10
 
 
+def test_fraction_halt_in_later_run():
+    _, _, loop = build_loop(
+        max_consecutive_skips=100, max_skip_fraction=0.1, min_steps_for_fraction=10
+    )
+    # Steps 0 and 1 are skipped in the first run. The limit applies from step
+    # 9, which is batch 5 of the second run.
+    loop.run([make_batch(seed=i, poison=i < 2) for i in range(4)], max_steps=None)
+    later_batches = [make_batch(seed=i) for i in range(4, 14)]
+
+    with pytest.raises(NonFiniteTrainingError, match="max_skip_fraction") as raised:
+        loop.run(later_batches, max_steps=None, log_every=100)
+
+    assert "halted at step 9 (batch 5)" in str(raised.value)
+    assert "2 of 10 steps" in str(raised.value)
+    assert raised.value.step == 9
+    assert raised.value.batch_index == 5
+    assert int(loop.step.numpy()) == 10
+
+
+def test_halted_loop_ignores_steps():
+    model, optimizer, loop = build_loop(max_consecutive_skips=0)
+    loop.train_step(*make_batch(seed=1, poison=True))
+    model_before = snapshot(model.variables)
+    optimizer_before = snapshot(optimizer_variables(optimizer))
+
+    result = loop.train_step(*make_batch(seed=2))
+
+    assert bool(result["skipped"])
+    for before, after in zip(model_before, snapshot(model.variables)):
+        assert np.array_equal(before, after)
+    for before, after in zip(
+        optimizer_before, snapshot(optimizer_variables(optimizer))
+    ):
+        assert np.array_equal(before, after)
+    assert int(loop.step.numpy()) == 1
+    assert int(loop.skipped_steps.numpy()) == 1
+    with pytest.raises(NonFiniteTrainingError) as raised:
+        loop.raise_if_halted()
+    assert "halted at step 0 (batch 0)" in str(raised.value)
+
+
 def test_fraction_below_limit_trains_on():
     _, _, loop = build_loop(
         max_consecutive_skips=100, max_skip_fraction=0.1, min_steps_for_fraction=10
