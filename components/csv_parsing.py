@@ -409,7 +409,7 @@ def parse_csv_blocks(
     last_line = text.count("\n") + 1 if unterminated else -1
     width = len(header)
 
-    # Fast path: read records a block at a time. It holds while every
+    # Fast path: read records a block at a time. It applies while every
     # record is one whole line with the header's number of fields, so the
     # block's records are its lines in order.
     start = reader.line_num  # Lines read before the block.
@@ -435,9 +435,9 @@ def parse_csv_blocks(
         count += len(records)
         start = end
 
-    # Slow path, from the first line of the block that broke the fast
-    # path's rule: one record at a time, with a new reader that starts
-    # there, since a record always starts on a fresh line.
+    # Slow path, one record at a time, from the first line of the block
+    # that broke the fast path's rule. A record always starts on a fresh
+    # line, so a new reader that starts there reads the same records.
     physical = io.StringIO(text, newline="").readlines()
     reader = csv.reader(iter(physical[start:]))
     lines: list[int] = []

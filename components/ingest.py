@@ -293,7 +293,8 @@ class _ExampleEncoder:
         """Serializes every row of a block, column by column.
 
         A cell text always parses to the same value, so the entries are kept
-        by text: one lookup per cell, and an absent value's entry is empty.
+        by text and each cell costs one lookup. An absent value's entry is
+        empty.
         """
         columns = []
         for name in self._names:
@@ -336,7 +337,8 @@ class _ExampleEncoder:
         elif abs(value) <= _FLOAT32_MAX or value != value or abs(value) == math.inf:
             feature = _field(2, _field(1, struct.pack("<f", value)))
         else:
-            # Rounds to the float32 maximum or to inf: protobuf decides which.
+            # The value rounds to the float32 maximum or to inf, and protobuf
+            # decides which.
             return _protobuf_entry(name, value)
         return _field(1, _field(1, name.encode("utf-8")) + _field(2, feature))
 
@@ -434,9 +436,9 @@ class _TFRecordChunkSink(filebasedsink.FileBasedSink):
     in the parsing step (`frame_tfrecords`).
 
     Beam's own gzip writer compresses at zlib's default level, 6. This sink
-    writes at `GZIP_LEVEL` instead: on the Online Retail year, level 1 took
-    0.4 s of CPU against 1.0 s for the train split, for a file of 12.3 MB
-    instead of 10.6 MB, and readers decompress both equally fast.
+    writes at `GZIP_LEVEL` instead. On the Online Retail year's train split,
+    level 1 took 0.4 s of CPU against 1.0 s, for a file of 12.3 MB instead
+    of 10.6 MB. Decompressing took 0.21 s against 0.20 s.
     """
 
     def __init__(self, file_path_prefix: str):
