@@ -189,11 +189,11 @@ def _with_negatives(features, names, num_items, negatives, seed):
 
 
 # Users scored at once when ranking every item. A block's [users, items]
-# scores and their sort are the largest arrays of the evaluation. Ranking
-# the 1,938 eval users of the Online Retail year in one block, with the
-# popularity scores repeated per user, set the Trainer's peak RSS at
-# 1.58 GiB instead of 1.42 (bench/bench_memory.py).
-RANKING_BLOCK_USERS = 1024
+# scores and their sort are the largest arrays of the evaluation. On the
+# 1,938 eval users of the Online Retail year, ranking raised the Trainer's
+# RSS by about 0.07 GiB with blocks of 1,024 users and 0.01 to 0.03 GiB
+# with blocks of 256 (one run each).
+RANKING_BLOCK_USERS = 256
 
 
 def top_k_items(scores: np.ndarray, k: int) -> np.ndarray:
@@ -232,29 +232,74 @@ def _mean(values: list[float]) -> float:
     return float(np.mean(values)) if values else 0.0
 
 
-def _auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """Returns the exact ROC AUC, or 0.5 when only one class is present."""
-    from sklearn.metrics import roc_auc_score
+def _auc(positive_scores: np.ndarray, negative_scores: np.ndarray) -> float:
+    """Returns the exact ROC AUC, or 0.5 when one of the two classes is empty.
 
-    if len(np.unique(labels)) < 2:
+    The AUC is the probability that a positive row scores above a negative
+    one, with ties counted as one half. Counting, for every positive score,
+    the negative scores below and equal to it in the sorted negatives gives
+    it without sorting the rows of both classes together, and with two
+    arrays the size of the positives besides.
+
+    Raises:
+        ValueError: a score is NaN. The message gives their count.
+    """
+    for scores in (positive_scores, negative_scores):
+        nan = int(np.count_nonzero(np.isnan(scores)))
+        if nan:
+            raise ValueError(
+                f"{nan} of {scores.size} evaluation scores are NaN, so the AUC is "
+                "undefined; the model's variables or its transformed inputs hold "
+                "non-finite values"
+            )
+    if positive_scores.size == 0 or negative_scores.size == 0:
         return 0.5
-    return float(roc_auc_score(labels, scores))
+    negatives = np.sort(negative_scores)
+    below = np.searchsorted(negatives, positive_scores, side="left")
+    at_or_below = np.searchsorted(negatives, positive_scores, side="right")
+    wins = below.sum(dtype=np.float64) + 0.5 * (at_or_below - below).sum(dtype=np.float64)
+    return float(wins / (positive_scores.size * negative_scores.size))
 
 
-# Rows per forward pass in evaluation. One pass over the whole eval split
-# with its negatives (908,505 rows on the Online Retail year) held every
-# layer's activations at once, and the run's peak RSS was 1.97 GiB, not 1.64.
-EVAL_BATCH_ROWS = 65_536
+# Rows per forward pass in evaluation. The activations of every layer and the
+# loss's intermediates for one batch are alive at the same time. On the
+# Online Retail year (908,505 rows with the negatives), scoring raised the
+# Trainer's RSS by about 0.05 GiB with batches of 65,536 rows and 0.01 GiB
+# with batches of 8,192.
+EVAL_BATCH_ROWS = 8_192
 
 
-def _predict_logits(model, features: dict[str, np.ndarray]) -> np.ndarray:
-    """Returns the model's logits for every row, computed in batches."""
+class _ScoredRows:
+    """Sigmoid scores and the masked cross-entropy of rows scored in batches."""
+
+    def __init__(self):
+        self.loss_sum = 0.0
+        self.kept_rows = 0
+
+    def score(self, model, features: dict[str, np.ndarray], label: float) -> np.ndarray:
+        """Returns the model's scores for every row and adds their loss to the sum."""
+        parts = []
+        for logits in _batched_logits(model, features):
+            labels = tf.fill(tf.shape(logits), label)
+            loss, masked = guarded_loop.masked_bce_loss(labels, logits)
+            kept = int(logits.shape[0]) - int(masked.numpy())
+            self.loss_sum += float(loss.numpy()) * kept
+            self.kept_rows += kept
+            parts.append(tf.sigmoid(logits).numpy())
+        return np.concatenate(parts) if parts else np.zeros([0], np.float32)
+
+    @property
+    def loss(self) -> float:
+        """Mean loss over the rows kept by the mask, or 0.0 when none was."""
+        return self.loss_sum / self.kept_rows if self.kept_rows else 0.0
+
+
+def _batched_logits(model, features: dict[str, np.ndarray]):
+    """Yields the model's [rows] logits, EVAL_BATCH_ROWS rows at a time."""
     rows = len(next(iter(features.values())))
-    parts = []
     for start in range(0, rows, EVAL_BATCH_ROWS):
         batch = {n: tf.constant(v[start : start + EVAL_BATCH_ROWS]) for n, v in features.items()}
-        parts.append(np.reshape(model(batch, training=False)["logits"].numpy(), [-1]))
-    return np.concatenate(parts) if parts else np.zeros([0], np.float32)
+        yield tf.reshape(model(batch, training=False)["logits"], [-1])
 
 
 def evaluate(model, names, train, eval_, num_items, missing_user_index, k, negatives, seed):
@@ -271,15 +316,17 @@ def evaluate(model, names, train, eval_, num_items, missing_user_index, k, negat
     # Each round of negatives pairs every eval row with a sampled item. The
     # rounds are scored one by one, so no copy of the eval split is made
     # per round.
-    parts = [_predict_logits(model, positives)]
+    scored = _ScoredRows()
+    positive_scores = scored.score(model, positives, 1.0)
+    negative_parts = []
     for _ in range(negatives):
         sampled = dict(positives)
         sampled[names["item"]] = rng.integers(0, num_items, size)
-        parts.append(_predict_logits(model, sampled))
-    logits = np.concatenate(parts)
-    labels = np.concatenate([np.ones(size), np.zeros(size * negatives)]).astype(np.float32)
-    loss, _ = guarded_loop.masked_bce_loss(tf.constant(labels), tf.constant(logits))
-    auc = _auc(labels, tf.sigmoid(logits).numpy())
+        negative_parts.append(scored.score(model, sampled, 0.0))
+    negative_scores = (
+        np.concatenate(negative_parts) if negative_parts else np.zeros([0], np.float32)
+    )
+    auc = _auc(positive_scores, negative_scores)
 
     user_items: dict[int, set[int]] = {}
     user_rows: dict[int, int] = {}
@@ -313,7 +360,7 @@ def evaluate(model, names, train, eval_, num_items, missing_user_index, k, negat
         np.broadcast_to(popular, (len(users), len(popular))), relevant, k
     )
     return {
-        "eval_loss": float(loss.numpy()),
+        "eval_loss": scored.loss,
         "auc": auc,
         f"recall_at_{k}": _mean(recalls),
         f"ndcg_at_{k}": _mean(ndcgs),

@@ -81,9 +81,60 @@ def test_batched_logits_equal_one_pass(monkeypatch):
     whole = model({n: tf.constant(v) for n, v in features.items()}, training=False)
     # Batches of 4 rows: 4, 4 and 2.
     monkeypatch.setattr(trainer_module, "EVAL_BATCH_ROWS", 4)
-    batched = trainer_module._predict_logits(model, features)
-    assert batched.shape == (rows,)
-    np.testing.assert_allclose(batched, whole["logits"].numpy(), rtol=1e-6)
+    parts = [logits.numpy() for logits in trainer_module._batched_logits(model, features)]
+    assert [len(p) for p in parts] == [4, 4, 2]
+    np.testing.assert_allclose(np.concatenate(parts), whole["logits"].numpy(), rtol=1e-6)
+
+
+def test_batched_eval_loss_equals_one_pass(monkeypatch):
+    import tensorflow as tf
+
+    from components import guarded_loop
+
+    model = _small_model()
+    rows = 10
+    features = {
+        "user": np.arange(rows, dtype=np.int64) % 6,
+        "item": np.arange(rows, dtype=np.int64) % 8,
+        "country": np.arange(rows, dtype=np.int64) % 3,
+        "price": np.linspace(0.0, 1.0, rows).astype(np.float32),
+    }
+    logits = tf.reshape(model({n: tf.constant(v) for n, v in features.items()})["logits"], [-1])
+    # Positive rows and a round of the same rows as negatives, in one pass.
+    expected, _ = guarded_loop.masked_bce_loss(
+        tf.concat([tf.ones([rows]), tf.zeros([rows])], 0), tf.concat([logits, logits], 0)
+    )
+
+    monkeypatch.setattr(trainer_module, "EVAL_BATCH_ROWS", 4)
+    scored = trainer_module._ScoredRows()
+    positive = scored.score(model, features, 1.0)
+    negative = scored.score(model, features, 0.0)
+
+    assert scored.kept_rows == 2 * rows
+    assert scored.loss == pytest.approx(float(expected.numpy()), rel=1e-6)
+    np.testing.assert_allclose(positive, tf.sigmoid(logits).numpy(), rtol=1e-6)
+    np.testing.assert_array_equal(positive, negative)
+
+
+def test_auc_matches_sklearn_with_ties():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(3)
+    # Scores rounded to one decimal, so many positives tie with negatives.
+    positive = np.round(rng.uniform(0.2, 1.0, 300), 1).astype(np.float32)
+    negative = np.round(rng.uniform(0.0, 0.8, 700), 1).astype(np.float32)
+    labels = np.concatenate([np.ones(300), np.zeros(700)])
+    expected = roc_auc_score(labels, np.concatenate([positive, negative]))
+
+    assert trainer_module._auc(positive, negative) == pytest.approx(expected, abs=1e-12)
+    # Hand values: one win, one tie and one loss out of 3 pairs.
+    assert trainer_module._auc(np.array([0.5]), np.array([0.2, 0.5, 0.9])) == pytest.approx(0.5)
+    assert trainer_module._auc(np.array([0.5]), np.array([], np.float32)) == 0.5
+
+
+def test_auc_names_nan_scores():
+    with pytest.raises(ValueError, match="1 of 2 evaluation scores are NaN"):
+        trainer_module._auc(np.array([0.5, np.nan]), np.array([0.1]))
 
 
 def test_top_k_breaks_ties_by_item_index():
