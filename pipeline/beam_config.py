@@ -40,6 +40,15 @@ REQUIRED_FLAGS: dict[str, list[str]] = {
 }
 
 
+
+
+def _default_sdk_image() -> str:
+    """Returns Beam's default SDK container image for this Python and Beam."""
+    from apache_beam.transforms import environments
+
+    return environments.DockerEnvironment.default_docker_image()
+
+
 class BeamConfigError(ValueError):
     """Raised for an unknown preset or a missing required flag."""
 
@@ -62,6 +71,11 @@ def beam_args(preset: str, extra: list[str] | None = None, workers: int | None =
         )
     workers = workers or os.cpu_count() or 1
     args = [flag.format(workers=workers) for flag in PRESETS[preset]]
+    if preset in LOCAL_PRESETS:
+        # TFX's Beam executors build an sdist of the installed TFX for remote
+        # workers unless a dependency flag is given (docs/scaling.md). The
+        # DirectRunner uses no image, so naming the default one skips the build.
+        args.append(f"--sdk_container_image={_default_sdk_image()}")
     args += list(extra or [])
     given = {flag.split("=", 1)[0] for flag in args}
     missing = [flag for flag in REQUIRED_FLAGS.get(preset, []) if flag not in given]

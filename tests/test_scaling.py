@@ -58,10 +58,33 @@ def run_cli(*args, timeout=600):
 
 
 def test_local_preset_runs_in_process():
-    assert beam_config.beam_args("local") == [
+    assert beam_config.beam_args("local")[:2] == [
         "--direct_running_mode=in_memory",
         "--direct_num_workers=1",
     ]
+
+
+@pytest.mark.parametrize("preset", beam_config.LOCAL_PRESETS)
+def test_local_preset_skips_tfx_package(preset, monkeypatch):
+    from tfx.utils import dependency_utils
+
+    def build():
+        raise AssertionError("TFX built its sdist for a local preset")
+
+    monkeypatch.setattr(dependency_utils, "build_ephemeral_package", build)
+    args = beam_config.beam_args(preset, workers=2)
+    image = [a for a in args if a.startswith("--sdk_container_image=")]
+
+    # TFX's check sees the image and returns the arguments unchanged.
+    assert dependency_utils.make_beam_dependency_flags(args) == args
+    assert image == [f"--sdk_container_image={_beam_default_image()}"]
+
+
+def _beam_default_image() -> str:
+    from apache_beam import version
+
+    python = f"{sys.version_info.major}.{sys.version_info.minor}"
+    return f"apache/beam_python{python}_sdk:{version.__version__}"
 
 
 def test_multiprocess_preset_sets_workers():
@@ -98,6 +121,9 @@ def test_cluster_preset_needs_address(preset, flags):
         beam_config.beam_args(preset)
     args = beam_config.beam_args(preset, flags)
     assert args[-len(flags) :] == flags
+    # Cluster workers get TFX from the package TFX builds, or from the
+    # user's own dependency flags.
+    assert not [a for a in args if a.startswith("--sdk_container_image")]
 
 
 def test_cluster_preset_accepts_split_flag():
