@@ -423,7 +423,7 @@ def parse_csv_blocks(
         if (
             end - start != len(records)
             or (unterminated and end >= last_line)
-            or any(len(fields) != width for fields in records)
+            or not set(map(len, records)) <= {width}
             or (width == 1 and [""] in records)
         ):
             break

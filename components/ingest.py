@@ -47,7 +47,7 @@ from tfx.types import artifact_utils, standard_component_specs
 from tfx.types.component_spec import ExecutionParameter
 from tfx.utils import proto_utils
 
-from components import csv_parsing
+from components import batched_read, csv_parsing
 
 DESCRIPTION_KEY = "description"
 # A digest of recguard's component code. The executor does not read it: as
@@ -344,6 +344,8 @@ class _ExampleEncoder:
 
 
 _UINT64_MASK = (1 << 64) - 1
+# tf.Example value list of each description type, as batched_read names it.
+_FEATURE_KINDS = {"string": "bytes", "float": "float", "int": "int"}
 # The largest finite float32.
 _FLOAT32_MAX = struct.unpack("<f", b"\xff\xff\x7f\x7f")[0]
 
@@ -618,6 +620,19 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
             examples_utils.set_file_format(
                 examples, write_split.to_file_format_str(file_format)
             )
+        # _ExampleEncoder writes each description column as one value of its
+        # type or leaves it out, so readers may use batched_read.SingleValueDecoder.
+        description = json.loads(exec_properties[DESCRIPTION_KEY])
+        examples.set_string_custom_property(
+            batched_read.SINGLE_VALUE_FEATURES_PROPERTY,
+            json.dumps(
+                {
+                    name: _FEATURE_KINDS[spec["type"]]
+                    for name, spec in sorted(description["columns"].items())
+                },
+                sort_keys=True,
+            ),
+        )
 
     def GenerateExamplesByBeam(
         self, pipeline: beam.Pipeline, exec_properties: Dict[str, Any]

@@ -126,7 +126,9 @@ class Executor(stock_executor.Executor):
                     split_options.sample_rate = rate_by_split[split]
                 pattern = os.path.join(artifact_utils.get_split_uri([examples], split), "*")
                 # Without a schema, as the stock executor decodes for statistics.
-                source = batched_read.BatchedTFExampleRecord(pattern)
+                source = batched_read.BatchedTFExampleRecord(
+                    pattern, feature_types=batched_read.single_value_features([examples])
+                )
                 output = os.path.join(
                     artifact_utils.get_split_uri([statistics], split),
                     stock_executor.DEFAULT_FILE_NAME,

@@ -19,6 +19,7 @@ from tfx.components.transform import component as transform_component
 from tfx.components.transform import executor as stock_executor
 from tfx.dsl.components.base import executor_spec
 from tfx.proto import example_gen_pb2
+from tfx.types import standard_component_specs
 from tfx_bsl.public import tfxio
 
 from components import batched_read
@@ -26,6 +27,10 @@ from components import batched_read
 
 class _BatchedTransformProcessor(stock_executor.TransformProcessor):
     """TFX's TransformProcessor with the batched reader for tf.Examples."""
+
+    # What the input Examples artifacts declare in
+    # batched_read.SINGLE_VALUE_FEATURES_PROPERTY, set per run by Executor.Do.
+    feature_types = None
 
     def _CreateTFXIO(self, dataset, schema: schema_pb2.Schema) -> tfxio.TFXIO:
         if (
@@ -40,6 +45,7 @@ class _BatchedTransformProcessor(stock_executor.TransformProcessor):
                 file_pattern=dataset.file_pattern,
                 schema=schema,
                 telemetry_descriptors=["Transform"],
+                feature_types=self.feature_types,
             )
         return super()._CreateTFXIO(dataset, schema)
 
@@ -63,7 +69,12 @@ class Executor(stock_executor.Executor):
         # name TransformProcessor and offers no argument for another class,
         # so the name points at the batched processor during the call. A TFX
         # upgrade can break this, and tests/test_batched_read.py checks it.
-        with _processor_class(_BatchedTransformProcessor):
+        examples = input_dict.get(standard_component_specs.EXAMPLES_KEY, [])
+
+        class Processor(_BatchedTransformProcessor):
+            feature_types = batched_read.single_value_features(examples)
+
+        with _processor_class(Processor):
             super().Do(input_dict, output_dict, exec_properties)
 
 

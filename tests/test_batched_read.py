@@ -78,7 +78,112 @@ def _read_table(source: tfxio.TFXIO, folder) -> pa.Table:
     for name in sorted(os.listdir(folder)):
         with pa.OSFile(os.path.join(folder, name)) as source_file:
             tables.append(pa.ipc.open_file(source_file).read_all())
-    return pa.concat_tables(tables).combine_chunks()
+    # Without a schema, a batch lacks the features none of its rows has.
+    return pa.concat_tables(tables, promote=True).combine_chunks()
+
+
+TYPES = {"item": "bytes", "price": "float", "count": "int"}
+
+
+def _assert_same_batch(actual: pa.RecordBatch, expected: pa.RecordBatch) -> None:
+    assert actual.schema == expected.schema
+    assert actual.num_rows == expected.num_rows
+    for name in expected.schema.names:
+        assert actual.column(name).null_count == expected.column(name).null_count, name
+    # repr compares NaN with NaN, which Arrow's equality does not.
+    assert repr(actual.to_pylist()) == repr(expected.to_pylist())
+
+
+def _decode_both(records: list[bytes], schema=None):
+    from tfx_bsl.coders import example_coder
+
+    expected = example_coder.ExamplesToRecordBatchDecoder(
+        None if schema is None else schema.SerializeToString()
+    ).DecodeBatch(records)
+    actual = batched_read.SingleValueDecoder(TYPES, schema).DecodeBatch(records)
+    return actual, expected
+
+
+def _special_example(**values) -> bytes:
+    example = tf.train.Example()
+    for name, value in values.items():
+        feature = example.features.feature[name]
+        kind = TYPES[name]
+        getattr(feature, f"{'int64' if kind == 'int' else kind}_list").value.append(value)
+    return example.SerializeToString()
+
+
+@pytest.mark.parametrize("schema", [None, SCHEMA], ids=["no_schema", "schema"])
+def test_single_value_decoder_equals_tfx_bsl(schema):
+    records = [_example(row) for row in range(100)]
+    records += [
+        _special_example(price=math.inf, count=-(2**63)),
+        _special_example(price=-math.inf, item="é€".encode()),
+        _special_example(price=-0.0, count=2**63 - 1, item=b"\xff\x00"),
+        _special_example(),
+    ]
+    actual, expected = _decode_both(records, schema)
+    _assert_same_batch(actual, expected)
+
+
+@pytest.mark.parametrize("schema", [None, SCHEMA], ids=["no_schema", "schema"])
+def test_single_value_decoder_feature_absent_from_batch(schema):
+    # Rows 0, 7 and 14 have no item.
+    actual, expected = _decode_both([_example(row) for row in (0, 7, 14)], schema)
+    _assert_same_batch(actual, expected)
+    assert ("item" in actual.schema.names) == (schema is not None)
+
+
+def test_single_value_decoder_examples_without_features():
+    actual, expected = _decode_both([_special_example(), _special_example()])
+    _assert_same_batch(actual, expected)
+    assert actual.num_rows == 2
+
+
+def test_single_value_decoder_rejects_mismatched_types():
+    supports = batched_read.SingleValueDecoder.supports
+    assert supports(TYPES, None)
+    assert supports(TYPES, SCHEMA)
+    assert not supports({**TYPES, "count": "float"}, SCHEMA)
+    assert not supports({**TYPES, "count": "list"}, None)
+
+
+def _artifact(declared: str | None):
+    from tfx.types import standard_artifacts
+
+    artifact = standard_artifacts.Examples()
+    if declared is not None:
+        artifact.set_string_custom_property(batched_read.SINGLE_VALUE_FEATURES_PROPERTY, declared)
+    return artifact
+
+
+def test_single_value_features_needs_every_artifact():
+    declared = '{"count": "int"}'
+    assert batched_read.single_value_features([_artifact(declared)]) == {"count": "int"}
+    assert batched_read.single_value_features([_artifact(declared), _artifact(None)]) is None
+    assert (
+        batched_read.single_value_features([_artifact(declared), _artifact('{"count": "float"}')])
+        is None
+    )
+
+
+@pytest.mark.parametrize("schema", [None, SCHEMA], ids=["no_schema", "schema"])
+def test_declared_types_rows_equal_stock(example_files, tmp_path, schema):
+    stock = _read_table(tfxio.TFExampleRecord(example_files, schema=schema), tmp_path / "a")
+    declared = _read_table(
+        batched_read.BatchedTFExampleRecord(example_files, schema=schema, feature_types=TYPES),
+        tmp_path / "b",
+    )
+    assert declared.num_rows == 2 * ROWS_PER_FILE
+    assert sorted(declared.schema, key=str) == sorted(stock.schema, key=str)
+    assert repr(_sorted_rows(declared)) == repr(_sorted_rows(stock))
+
+
+def test_declared_types_projection_keeps_decoder(example_files):
+    source = batched_read.BatchedTFExampleRecord(
+        example_files, schema=SCHEMA, feature_types=TYPES
+    )
+    assert source.Project(["price"]).projected._feature_types == TYPES
 
 
 def _sorted_rows(table: pa.Table) -> list:
@@ -130,6 +235,13 @@ def test_transform_processor_reads_batched():
     processor = transform_executor._BatchedTransformProcessor()
     source = processor._CreateTFXIO(_dataset(), SCHEMA)
     assert isinstance(source, batched_read.BatchedTFExampleRecord)
+    assert source._feature_types is None
+
+
+def test_transform_processor_passes_declared_types(monkeypatch):
+    monkeypatch.setattr(transform_executor._BatchedTransformProcessor, "feature_types", TYPES)
+    source = transform_executor._BatchedTransformProcessor()._CreateTFXIO(_dataset(), SCHEMA)
+    assert source._feature_types == TYPES
 
 
 def test_transform_processor_keeps_other_formats(monkeypatch):
@@ -148,9 +260,13 @@ def test_transform_executor_swaps_processor(monkeypatch):
         "Do",
         lambda *args: seen.append(stock_transform.TransformProcessor),
     )
-    transform_executor.Executor().Do({}, {}, {})
-    assert seen == [transform_executor._BatchedTransformProcessor]
-    assert stock_transform.TransformProcessor is not transform_executor._BatchedTransformProcessor
+    declared = _artifact('{"count": "int"}')
+    transform_executor.Executor().Do({"examples": [declared]}, {}, {})
+    (processor,) = seen
+    assert issubclass(processor, transform_executor._BatchedTransformProcessor)
+    assert processor.feature_types == {"count": "int"}
+    assert stock_transform.TransformProcessor is not processor
+    assert not issubclass(stock_transform.TransformProcessor, transform_executor._BatchedTransformProcessor)
 
 
 def test_stock_executor_creates_processor_by_name():

@@ -18,7 +18,7 @@ from tfx.components.util import examples_utils
 from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils, standard_artifacts
 
-from components import statistics_gen
+from components import batched_read, statistics_gen
 
 # Examples per batch in these tests, so that each train file has a batch of
 # 1000 rows and one of 300.
@@ -86,6 +86,15 @@ def both_runs(tmp_path_factory):
             statistics = _statistics(root, name)
             executor.Do({"examples": [examples]}, {"statistics": [statistics]}, {})
             outputs[name] = statistics
+        # The examples have one value per feature or none, as ExampleGen
+        # declares for its own, so the batched reader may use tf.io.parse_example.
+        examples.set_string_custom_property(
+            batched_read.SINGLE_VALUE_FEATURES_PROPERTY,
+            '{"count": "int", "item": "bytes", "price": "float"}',
+        )
+        statistics = _statistics(root, "declared")
+        statistics_gen.Executor().Do({"examples": [examples]}, {"statistics": [statistics]}, {})
+        outputs["declared"] = statistics
     return outputs
 
 
@@ -97,10 +106,11 @@ def _split_stats(statistics, split: str):
     return dataset
 
 
+@pytest.mark.parametrize("reader", ["batched", "declared"])
 @pytest.mark.parametrize("split, rows", [("train", 2 * ROWS_PER_FILE), ("eval", 10)])
-def test_batched_matches_stock(both_runs, split, rows):
+def test_batched_matches_stock(both_runs, split, rows, reader):
     stock = _split_stats(both_runs["stock"], split)
-    batched = _split_stats(both_runs["batched"], split)
+    batched = _split_stats(both_runs[reader], split)
     assert batched.num_examples == rows
     assert stock.num_examples == rows
     stock_features = {tuple(f.path.step): f for f in stock.features}

@@ -67,17 +67,21 @@ def _small_model():
     )
 
 
-def test_batched_logits_equal_one_pass(monkeypatch):
-    import tensorflow as tf
-
-    model = _small_model()
-    rows = 10
-    features = {
+def _eval_features(rows: int) -> dict[str, np.ndarray]:
+    return {
         "user": np.arange(rows, dtype=np.int64) % 6,
         "item": np.arange(rows, dtype=np.int64) % 8,
         "country": np.arange(rows, dtype=np.int64) % 3,
         "price": np.linspace(0.0, 1.0, rows).astype(np.float32),
     }
+
+
+def test_batched_logits_equal_one_pass(monkeypatch):
+    import tensorflow as tf
+
+    model = _small_model()
+    rows = 10
+    features = _eval_features(rows)
     whole = model({n: tf.constant(v) for n, v in features.items()}, training=False)
     # Batches of 4 rows: 4, 4 and 2.
     monkeypatch.setattr(trainer_module, "EVAL_BATCH_ROWS", 4)
@@ -93,12 +97,7 @@ def test_batched_eval_loss_equals_one_pass(monkeypatch):
 
     model = _small_model()
     rows = 10
-    features = {
-        "user": np.arange(rows, dtype=np.int64) % 6,
-        "item": np.arange(rows, dtype=np.int64) % 8,
-        "country": np.arange(rows, dtype=np.int64) % 3,
-        "price": np.linspace(0.0, 1.0, rows).astype(np.float32),
-    }
+    features = _eval_features(rows)
     logits = tf.reshape(model({n: tf.constant(v) for n, v in features.items()})["logits"], [-1])
     # Positive rows and a round of the same rows as negatives, in one pass.
     expected, _ = guarded_loop.masked_bce_loss(
