@@ -625,13 +625,7 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
         description = json.loads(exec_properties[DESCRIPTION_KEY])
         examples.set_string_custom_property(
             batched_read.SINGLE_VALUE_FEATURES_PROPERTY,
-            json.dumps(
-                {
-                    name: _FEATURE_KINDS[spec["type"]]
-                    for name, spec in sorted(description["columns"].items())
-                },
-                sort_keys=True,
-            ),
+            json.dumps(feature_types(description), sort_keys=True),
         )
 
     def GenerateExamplesByBeam(
@@ -760,6 +754,14 @@ class CsvIngestGen(example_gen_component.FileBasedExampleGen):
             },
         )
         super(example_gen_component.FileBasedExampleGen, self).__init__(spec=spec)
+
+
+def feature_types(description: dict[str, Any]) -> dict[str, str]:
+    """Returns the type of every feature ExampleGen writes, as batched_read names it."""
+    return {
+        name: _FEATURE_KINDS[spec["type"]]
+        for name, spec in sorted(description["columns"].items())
+    }
 
 
 def read_findings(examples_uri: str) -> List[Dict[str, Any]]:
