@@ -47,7 +47,7 @@ CATEGORIES = (
     ("findings counting (ingest._ParseAndEncode count, _MergeCounts)", r"^(count|merge_accumulators|_line_sort_key) \(components/ingest\.py"),
     ("TFRecord read and write (Beam tfrecordio)", r"apache_beam/io/tfrecordio\.py"),
     ("CRC32C of TFRecords (Beam _masked_crc32c, crcmod)", r"^_masked_crc32c \(|crcmod/"),
-    ("tf.Example decoding (tfx_bsl DecodeBatch)", r"^DecodeBatch \("),
+    ("tf.Example decoding (DecodeBatch of tfx_bsl or batched_read)", r"^DecodeBatch \("),
     ("TFDV statistics generators", r"tensorflow_data_validation/statistics/"),
     ("Beam pipeline construction and pickling", r"^(apply|to_runner_api) \(apache_beam/pipeline\.py|pickler\.py"),
     ("Python imports", r"^_find_and_load \("),

@@ -9,7 +9,9 @@ do not run Beam. docs/scaling.md has the commands for each runner.
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
+import sys
 
 # Each preset is a list of Beam flags, and `{workers}` is replaced by the
 # number of worker processes. Cluster presets carry only the runner-specific
@@ -43,10 +45,13 @@ REQUIRED_FLAGS: dict[str, list[str]] = {
 
 
 def _default_sdk_image() -> str:
-    """Returns Beam's default SDK container image for this Python and Beam."""
-    from apache_beam.transforms import environments
+    """Returns Beam's default SDK container image for this Python and Beam.
 
-    return environments.DockerEnvironment.default_docker_image()
+    The name follows apache_beam.transforms.environments.DockerEnvironment,
+    without importing Beam before the run starts.
+    """
+    python = f"{sys.version_info.major}.{sys.version_info.minor}"
+    return f"apache/beam_python{python}_sdk:{importlib.metadata.version('apache-beam')}"
 
 
 class BeamConfigError(ValueError):

@@ -81,10 +81,9 @@ def test_local_preset_skips_tfx_package(preset, monkeypatch):
 
 
 def _beam_default_image() -> str:
-    from apache_beam import version
+    from apache_beam.transforms import environments
 
-    python = f"{sys.version_info.major}.{sys.version_info.minor}"
-    return f"apache/beam_python{python}_sdk:{version.__version__}"
+    return environments.DockerEnvironment.default_docker_image()
 
 
 def test_multiprocess_preset_sets_workers():
