@@ -164,7 +164,7 @@ def blocking_message(result: dict[str, Any], report_path: str) -> str:
         where = f"column {item['feature']}" if item["feature"] else "dataset"
         lines.append(
             f"  - {where}, split {item['split']}: {item['kind']}, "
-            f"count {item['count']:,}, fraction {100 * item['fraction']:.2f} %: "
+            f"count {item['count']:,}, fraction {report.format_fraction(item['fraction'])}: "
             f"{item['reason']}"
         )
     lines.append(f"Report: {report_path}")

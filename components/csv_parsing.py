@@ -465,7 +465,8 @@ def parse_csv_blocks(
             if unterminated and last >= last_line:
                 reason = "last line has no line ending; the file may be truncated"
             else:
-                reason = f"expected {width} fields, found {len(fields)}"
+                noun = "field" if width == 1 else "fields"
+                reason = f"expected {width} {noun}, found {len(fields)}"
             if lines:
                 yield block(lines, records)
                 lines, records = [], []

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
+from components import report
 from components.csv_parsing import COUNT_KINDS, MISSING_KINDS, NON_FINITE_KINDS
 
 # Roles whose findings Transform repairs. Findings on other roles are
@@ -56,7 +57,7 @@ def _fraction(count: int, rows: int) -> float:
 
 
 def _percent(fraction: float) -> str:
-    return f"{100 * fraction:.2f} %"
+    return report.format_fraction(fraction)
 
 
 def _repair_text(column: dict[str, Any], counts: dict[str, int], rows: int) -> str:

@@ -201,9 +201,24 @@ def _run_pipeline(args, stop_after_gate: bool) -> int:
         return EXIT_FAILED
     data_dir = _resolve_data_dir(args.data or description.data_dir)
     if data_dir is None:
+        data_path = args.data or description.data_dir
+        problem = "is a file, not a folder" if os.path.isfile(data_path) else "not found"
         print(
-            f"error: data folder {args.data or description.data_dir} not found; "
-            "pass --data with a folder of CSV files",
+            f"error: data folder {data_path} {problem}; pass --data with a folder of CSV files",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    if args.schema and "://" not in args.schema and not os.path.isfile(args.schema):
+        print(
+            f"error: schema file {args.schema} not found; pass --schema with a text "
+            "proto schema, or leave it out to use schema/schema.pbtxt",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        print(
+            f"error: run directory {args.out} is a file; pass --out with a folder "
+            "path, new or from an earlier run",
             file=sys.stderr,
         )
         return EXIT_FAILED

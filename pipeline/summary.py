@@ -62,7 +62,7 @@ def render(out_dir: str, timings: list[dict], elapsed: float, stop_after_gate: b
                     f"{metrics[f'popularity_recall_at_{k}']:.4f}), NDCG@{k} "
                     f"{metrics[f'ndcg_at_{k}']:.4f} (popularity "
                     f"{metrics[f'popularity_ndcg_at_{k}']:.4f}) over "
-                    f"{metrics['eval_users']} users"
+                    f"{metrics['eval_users']:,} users"
                 )
             lines.append(f"model pushed to: {model}")
     lines.append(f"metadata store: {paths['metadata']}")

@@ -27,12 +27,13 @@ from tensorflow_metadata.proto.v0 import anomalies_pb2
 
 from components import gate_policy
 from components.anomaly_gate import GateBlockedError, blocking_message
-from pipeline import contract, runner
+from pipeline import beam_config, contract, runner
 from pipeline.dataset import load_description, parse_description
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUNDLED_DATA = os.path.join(REPO, "data", "online_retail_2010_12")
-BEAM_ARGS = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
+# The local preset, whose container image flag keeps TFX from packaging itself.
+BEAM_ARGS = beam_config.beam_args("local")
 DOWNSTREAM_OF_GATE = ("BatchedTransform", "PostTransformGate", "Trainer", "Pusher")
 # The kinds after which a feature is absent, as components/csv_parsing.py
 # defines them.
