@@ -305,6 +305,21 @@ def _parse_time_cell(
     return value, kind, timestamp
 
 
+_LINE_REF = re.compile(r"^(.*?):(\d+)(?::|$)")
+
+
+def line_sort_key(line_ref: str):
+    """Returns a key that orders ``file:line`` references by file, then line number.
+
+    So "a.csv:3" comes before "a.csv:12", also when a reason with colons
+    follows the line number.
+    """
+    match = _LINE_REF.match(line_ref)
+    if match is None:
+        return (line_ref, 0, line_ref)
+    return (match.group(1), int(match.group(2)), line_ref)
+
+
 def parse_csv_blocks(
     text: str,
     file_name: str,

@@ -12,7 +12,12 @@ import datetime
 from typing import Any
 
 from components import report
-from components.csv_parsing import COUNT_KINDS, MISSING_KINDS, NON_FINITE_KINDS
+from components.csv_parsing import (
+    COUNT_KINDS,
+    MISSING_KINDS,
+    NON_FINITE_KINDS,
+    line_sort_key,
+)
 
 # Roles whose findings Transform repairs. Findings on other roles are
 # tolerated, because no stage reads those columns as model input, unless
@@ -251,7 +256,8 @@ def decide(
                 fraction = _fraction(count, rows)
                 if count and fraction > limit:
                     lines = sorted(
-                        {line for k in sample_kinds for line in samples.get(k, [])}
+                        {line for k in sample_kinds for line in samples.get(k, [])},
+                        key=line_sort_key,
                     )[:3]
                     where = f", first at {', '.join(lines)}" if lines else ""
                     if count == 1:

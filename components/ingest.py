@@ -25,7 +25,6 @@ import json
 import logging
 import math
 import os
-import re
 import struct
 from typing import Any, Dict, Iterable, List
 
@@ -502,7 +501,7 @@ class _MergeCounts(beam.CombineFn):
             total += count
             merged.extend(sample)
         merged = heapq.nsmallest(
-            csv_parsing.MAX_SAMPLE_LINES, merged, key=_line_sort_key
+            csv_parsing.MAX_SAMPLE_LINES, merged, key=csv_parsing.line_sort_key
         )
         return total, merged
 
@@ -511,18 +510,6 @@ class _MergeCounts(beam.CombineFn):
 
 
 # "file.csv:12", or "file.csv:12: reason" for a malformed row.
-_LINE_REF = re.compile(r"^(.*?):(\d+)(?::|$)")
-
-
-def _line_sort_key(line_ref: str):
-    # Orders by file, then line number as a number, so "a.csv:3" comes
-    # before "a.csv:12" also when a reason with colons follows.
-    match = _LINE_REF.match(line_ref)
-    if match is None:
-        return (line_ref, 0, line_ref)
-    return (match.group(1), int(match.group(2)), line_ref)
-
-
 def _time_cutoff(bounds: tuple, eval_fraction: float) -> float | None:
     """Returns the time from which rows go to eval, or None without times."""
     low, high = bounds

@@ -802,3 +802,20 @@ def test_bundled_missing_counts_match_pandas(tmp_path):
         assert missing == expected[key], f"missing count of {key}"
     for column, total in totals.items():
         assert total == expected[(column, "all")], f"missing count of {column}"
+
+
+def test_blocking_samples_in_line_order():
+    # 50 % inf is above the test policy's 40 % limit for numeric columns.
+    result = gate_policy.decide(
+        gate_description().to_dict(),
+        {"train": 100},
+        {("train", "UnitPrice"): {"posinf": 50}},
+        {("train", "UnitPrice"): {"posinf": ["a.csv:1088", "a.csv:114", "a.csv:9"]}},
+        {},
+        [],
+        [],
+        {"count": 0, "sample_lines": []},
+    )
+
+    (blocking,) = result["blocking"]
+    assert "first at a.csv:9, a.csv:114, a.csv:1088" in blocking["reason"]

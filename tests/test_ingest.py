@@ -23,6 +23,7 @@ from components.csv_parsing import (
     decode_file_bytes,
     parse_cell,
     parse_csv_blocks,
+    line_sort_key,
     parse_csv_text,
     shown_text,
 )
@@ -31,7 +32,6 @@ from apache_beam.io.tfrecordio import _TFRecordUtil
 from components import ingest
 from components.ingest import (
     _FileTimeRange,
-    _line_sort_key,
     _MergeCounts,
     _ExampleEncoder,
     _ParseAndEncode,
@@ -443,7 +443,7 @@ def test_shared_cell_cache_same_rows():
 
 def test_sample_order_numeric():
     refs = ["b.csv:2", "a.csv:12", "a.csv:3: CSV error: x", "a.csv:100"]
-    assert sorted(refs, key=_line_sort_key) == [
+    assert sorted(refs, key=line_sort_key) == [
         "a.csv:3: CSV error: x",
         "a.csv:12",
         "a.csv:100",
