@@ -277,11 +277,12 @@ def decide(
             # without the column.
             column_blocks = bool(name in missing_columns and counts["absent"])
             if column_blocks:
-                files = missing_columns[name]
-                text = (
-                    f"column missing from {len(files)} file(s): "
-                    f"{', '.join(sorted(files)[:5])}"
-                )
+                files = sorted(missing_columns[name])
+                named = ", ".join(files[:MAX_NAMED_FILES])
+                if len(files) > MAX_NAMED_FILES:
+                    named += f" and {len(files) - MAX_NAMED_FILES} more"
+                noun = "file" if len(files) == 1 else "files"
+                text = f"column missing from {len(files)} {noun}: {named}"
                 reasons.append(text)
                 block(name, split, "missing_column", counts["absent"], fractions["absent"], text)
             is_id = role in ("user_id", "item_id")

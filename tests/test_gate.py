@@ -223,6 +223,21 @@ def test_decide_missing_column_blocks_once():
     assert blocking_keys(result) == [("Country", "train", "missing_column", 4)]
 
 
+def test_missing_column_names_first_files():
+    findings = [
+        {"file": f"day{n}.csv", "kind": "missing_column", "column": "Country", "detail": ""}
+        for n in range(7)
+    ]
+    counts = {("train", "Country"): {"absent": 7}}
+    result = decide({"train": 10}, counts, file_findings=findings)
+
+    (blocking,) = result["blocking"]
+    assert blocking["reason"] == (
+        "column missing from 7 files: day0.csv, day1.csv, day2.csv, day3.csv, "
+        "day4.csv and 2 more"
+    )
+
+
 def test_decide_empty_split_blocks():
     result = decide({"train": 0, "eval": 3})
     assert blocking_keys(result) == [("", "train", "empty_split", 0)]
