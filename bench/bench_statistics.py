@@ -55,7 +55,7 @@ from tfx_bsl.public import tfxio  # noqa: E402
 from components import batched_read, ingest, statistics_gen  # noqa: E402
 from pipeline import dataset  # noqa: E402
 
-# What ExampleGen declares on its examples for the bundled description.
+# The feature types ExampleGen declares on its examples for the bundled description.
 FEATURE_TYPES = ingest.feature_types(dataset.load_description().to_dict())
 
 VARIANTS = (

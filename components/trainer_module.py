@@ -274,7 +274,7 @@ class _ScoredRows:
 
     def __init__(self):
         self.loss_sum = 0.0
-        self.kept_rows = 0
+        self.valid_rows = 0
 
     def score(self, model, features: dict[str, np.ndarray], label: float) -> np.ndarray:
         """Returns the model's scores for every row and adds their loss to the sum."""
@@ -282,16 +282,16 @@ class _ScoredRows:
         for logits in _batched_logits(model, features):
             labels = tf.fill(tf.shape(logits), label)
             loss, masked = guarded_loop.masked_bce_loss(labels, logits)
-            kept = int(logits.shape[0]) - int(masked.numpy())
-            self.loss_sum += float(loss.numpy()) * kept
-            self.kept_rows += kept
+            valid = int(logits.shape[0]) - int(masked.numpy())
+            self.loss_sum += float(loss.numpy()) * valid
+            self.valid_rows += valid
             parts.append(tf.sigmoid(logits).numpy())
         return np.concatenate(parts) if parts else np.zeros([0], np.float32)
 
     @property
     def loss(self) -> float:
-        """Mean loss over the rows kept by the mask, or 0.0 when none was."""
-        return self.loss_sum / self.kept_rows if self.kept_rows else 0.0
+        """Mean loss over the rows with a finite loss, or 0.0 when there are none."""
+        return self.loss_sum / self.valid_rows if self.valid_rows else 0.0
 
 
 def _batched_logits(model, features: dict[str, np.ndarray]):

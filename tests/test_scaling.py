@@ -75,7 +75,7 @@ def test_local_preset_skips_tfx_package(preset, monkeypatch):
     args = beam_config.beam_args(preset, workers=2)
     image = [a for a in args if a.startswith("--sdk_container_image=")]
 
-    # TFX's check sees the image and returns the arguments unchanged.
+    # TFX's check finds the image and returns the arguments unchanged.
     assert dependency_utils.make_beam_dependency_flags(args) == args
     assert image == [f"--sdk_container_image={_beam_default_image()}"]
 

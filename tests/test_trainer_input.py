@@ -109,7 +109,7 @@ def test_batched_eval_loss_equals_one_pass(monkeypatch):
     positive = scored.score(model, features, 1.0)
     negative = scored.score(model, features, 0.0)
 
-    assert scored.kept_rows == 2 * rows
+    assert scored.valid_rows == 2 * rows
     assert scored.loss == pytest.approx(float(expected.numpy()), rel=1e-6)
     np.testing.assert_allclose(positive, tf.sigmoid(logits).numpy(), rtol=1e-6)
     np.testing.assert_array_equal(positive, negative)
