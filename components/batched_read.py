@@ -133,7 +133,8 @@ class ReadExampleBatches(beam.DoFn):
 
     With a schema, the decoder gives every schema feature a column of the
     schema's type, as the stock reader does. Without one, each batch's
-    feature types come from the examples themselves.
+    feature types come from the examples themselves. With `feature_types`
+    that the schema agrees with, `SingleValueDecoder` decodes.
     """
 
     def __init__(

@@ -236,10 +236,8 @@ def _auc(positive_scores: np.ndarray, negative_scores: np.ndarray) -> float:
     """Returns the exact ROC AUC, or 0.5 when one of the two classes is empty.
 
     The AUC is the probability that a positive row scores above a negative
-    one, with ties counted as one half. Counting, for every positive score,
-    the negative scores below and equal to it in the sorted negatives gives
-    it without sorting the rows of both classes together, and with two
-    arrays the size of the positives besides.
+    one, with ties counted as one half. Only the negatives are sorted, and
+    for each positive score the negatives below and equal to it are counted.
 
     Raises:
         ValueError: a score is NaN. The message gives their count.
@@ -249,8 +247,9 @@ def _auc(positive_scores: np.ndarray, negative_scores: np.ndarray) -> float:
         if nan:
             raise ValueError(
                 f"{nan} of {scores.size} evaluation scores are NaN, so the AUC is "
-                "undefined; the model's variables or its transformed inputs hold "
-                "non-finite values"
+                "undefined. The model's variables or its transformed inputs contain "
+                "non-finite values: check the post-transform check and the "
+                "training log's skipped steps"
             )
     if positive_scores.size == 0 or negative_scores.size == 0:
         return 0.5
@@ -295,7 +294,7 @@ class _ScoredRows:
 
 
 def _batched_logits(model, features: dict[str, np.ndarray]):
-    """Yields the model's [rows] logits, EVAL_BATCH_ROWS rows at a time."""
+    """Yields the model's logits as vectors of EVAL_BATCH_ROWS rows or fewer."""
     rows = len(next(iter(features.values())))
     for start in range(0, rows, EVAL_BATCH_ROWS):
         batch = {n: tf.constant(v[start : start + EVAL_BATCH_ROWS]) for n, v in features.items()}

@@ -28,7 +28,7 @@ from components import batched_read
 class _BatchedTransformProcessor(stock_executor.TransformProcessor):
     """TFX's TransformProcessor with the batched reader for tf.Examples."""
 
-    # What the input Examples artifacts declare in
+    # Feature types that the input Examples artifacts declare in
     # batched_read.SINGLE_VALUE_FEATURES_PROPERTY, set per run by Executor.Do.
     feature_types = None
 
