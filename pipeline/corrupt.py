@@ -769,8 +769,108 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+# The summary sentence of each cell kind, without the row count. `{cells}` is
+# filled in with the changed cells per column.
+_CELL_ACTIONS = {
+    "empty": "Emptied {cells}",
+    "na_token": "Replaced {cells} with NA tokens",
+    "nan": "Set {cells} to nan",
+    "inf": "Set {cells} to inf or -inf",
+    "negative": "Negated {cells}",
+    "extreme": f"Set {{cells}} to {EXTREME_VALUE}",
+    "non_numeric": f"Set {{cells}} to the text {NON_NUMERIC_VALUE!r}",
+    "non_utf8": "Replaced one character with the byte 0xFF in {cells}",
+}
+
+
+def _count_text(count: int, noun: str) -> str:
+    return f"{count:,} {noun}" if count == 1 else f"{count:,} {noun}s"
+
+
+def _cells_text(counts: dict[str, int]) -> str:
+    """Return "3 cells of Quantity" or "5 cells (3 in Quantity, 2 in UnitPrice)"."""
+    total = sum(counts.values())
+    if len(counts) == 1:
+        (column,) = counts
+        return f"{_count_text(total, 'cell')} of {column}"
+    per_column = ", ".join(f"{count:,} in {column}" for column, count in counts.items())
+    return f"{_count_text(total, 'cell')} ({per_column})"
+
+
+def describe_changes(manifest: dict) -> str:
+    """Return sentences that describe what `corrupt_dataset` changed, from its manifest.
+
+    They name the kind of change, the columns or files, the changed cells per
+    column, the changed data rows out of all data rows of the input and the
+    picked cells left unchanged.
+    """
+    return _change_sentences(manifest) + _skipped_sentence(manifest)
+
+
+def _change_sentences(manifest: dict) -> str:
+    kind = manifest["kind"]
+    changes = manifest["changes"]
+    changed = manifest["rows_changed"]
+    total = _count_text(manifest["rows_total"], "data row")
+    rows = f"{changed:,} of {total} {'was' if changed == 1 else 'were'} changed."
+    if not changes:
+        return "Changed nothing: every file is an unchanged copy."
+
+    if kind in CELL_KINDS:
+        action = _CELL_ACTIONS[kind].format(cells=_cells_text(manifest["counts"]))
+        return f"{action}. {rows}"
+    files = _count_text(len(manifest["files"]), "file")
+    if kind == "drop_column":
+        dropped = [
+            f"Dropped column {column} from {files}. " for column in manifest["columns"]
+        ]
+        return "".join(dropped) + rows
+    if kind == "rename_column":
+        renamed = [
+            f"Renamed column {column} to {column}{RENAME_SUFFIX} in the header "
+            f"of {files}. "
+            for column in manifest["columns"]
+        ]
+        return "".join(renamed) + rows
+
+    if kind == "duplicate_rows":
+        return (
+            f"Wrote a second copy of {changed:,} of {total}, each right after "
+            "its original."
+        )
+    change = changes[0]
+    if kind == "truncate_last_line":
+        return (
+            f"Cut the last line of {change['file']} (line {change['line']}) short "
+            f"and removed its line ending. {rows}"
+        )
+    return (
+        f"Wrote {change['file']} with {WRONG_DELIMITER!r} instead of ',' as the "
+        f"delimiter. {rows}"
+    )
+
+
+def _skipped_sentence(manifest: dict) -> str:
+    skipped = sum(manifest["skipped"].values())
+    if not skipped:
+        return ""
+    kind = manifest["kind"]
+    if kind == "negative":
+        old_value = "no positive finite number"
+    elif kind in NUMERIC_KINDS:
+        old_value = "no non-negative finite number"
+    else:
+        old_value = (
+            "a missing value or, in a numeric column, no non-negative finite number"
+        )
+    return (
+        f" Left {_count_text(skipped, 'picked cell')} unchanged because "
+        f"{'it' if skipped == 1 else 'they'} held {old_value}."
+    )
+
+
 def run_from_args(args: argparse.Namespace) -> int:
-    """Run `corrupt_dataset` with parsed options and print a one-line summary.
+    """Run `corrupt_dataset` with parsed options and print what it changed.
 
     Returns 0 on success and 2 after printing a `CorruptionError` to stderr.
     """
@@ -788,13 +888,9 @@ def run_from_args(args: argparse.Namespace) -> int:
     except CorruptionError as error:
         print(f"recguard corrupt: error: {error}", file=sys.stderr)
         return 2
-    counts = manifest["counts"]
-    per_column = ", ".join(f"{column}={count}" for column, count in counts.items())
+    print(describe_changes(manifest))
     print(
-        f"corrupt: kind={manifest['kind']} rate={manifest['rate']:g} "
-        f"seed={manifest['seed']} changed {sum(counts.values())} "
-        f"({per_column or 'none'}) in {manifest['rows_changed']} of "
-        f"{manifest['rows_total']} rows; "
-        f"manifest {Path(args.out) / MANIFEST_JSON_NAME}"
+        f"Kind {manifest['kind']}, rate {manifest['rate']:g}, seed {manifest['seed']}. "
+        f"Manifest of every change: {Path(args.out) / MANIFEST_JSON_NAME}"
     )
     return 0

@@ -542,11 +542,105 @@ def test_run_from_args_prints_summary(data_dir, tmp_path, capsys):
         ["--data", str(data_dir), "--out", str(out_dir), "--kind", "nan", "--rate", "1"]
     )
     assert corrupt.run_from_args(args) == 0
-    output = capsys.readouterr().out
-    assert output.count("\n") == 1
-    assert "kind=nan" in output
-    assert "Quantity=6, UnitPrice=6" in output
-    assert str(out_dir / corrupt.MANIFEST_JSON_NAME) in output
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == [
+        "Set 12 cells (6 in Quantity, 6 in UnitPrice) to nan. 7 of 7 data rows were "
+        "changed. Left 2 picked cells unchanged because they held no non-negative "
+        "finite number.",
+        "Kind nan, rate 1, seed 0. Manifest of every change: "
+        f"{out_dir / corrupt.MANIFEST_JSON_NAME}",
+    ]
+
+
+# The summary sentence of each kind on FIXTURE, with the arguments that give it.
+SUMMARIES = [
+    (
+        "empty",
+        {"rate": 1.0, "columns": ["CustomerID"]},
+        "Emptied 6 cells of CustomerID. 6 of 7 data rows were changed. Left 1 picked "
+        "cell unchanged because it held a missing value or, in a numeric column, no "
+        "non-negative finite number.",
+    ),
+    (
+        "na_token",
+        {"rate": 1.0, "columns": ["Country"]},
+        "Replaced 7 cells of Country with NA tokens. 7 of 7 data rows were changed.",
+    ),
+    (
+        "inf",
+        {"rate": 1.0, "columns": ["UnitPrice"]},
+        "Set 6 cells of UnitPrice to inf or -inf. 6 of 7 data rows were changed. Left "
+        "1 picked cell unchanged because it held no non-negative finite number.",
+    ),
+    (
+        "negative",
+        {"rate": 1.0},
+        "Negated 11 cells (6 in Quantity, 5 in UnitPrice). 7 of 7 data rows were "
+        "changed. Left 3 picked cells unchanged because they held no positive finite "
+        "number.",
+    ),
+    (
+        "extreme",
+        {"rate": 1.0, "columns": ["Quantity"]},
+        "Set 6 cells of Quantity to 1e30. 6 of 7 data rows were changed. Left 1 picked "
+        "cell unchanged because it held no non-negative finite number.",
+    ),
+    (
+        "non_numeric",
+        {"rate": 1.0, "columns": ["Quantity"]},
+        "Set 6 cells of Quantity to the text 'twelve'. 6 of 7 data rows were changed. "
+        "Left 1 picked cell unchanged because it held no non-negative finite number.",
+    ),
+    (
+        "non_utf8",
+        {"rate": 1.0},
+        "Replaced one character with the byte 0xFF in 6 cells of Description. 6 of 7 "
+        "data rows were changed. Left 1 picked cell unchanged because it held a "
+        "missing value or, in a numeric column, no non-negative finite number.",
+    ),
+    (
+        "drop_column",
+        {"rate": 1.0, "columns": ["Country"]},
+        "Dropped column Country from 2 files. 7 of 7 data rows were changed.",
+    ),
+    (
+        "rename_column",
+        {"rate": 1.0, "columns": ["Country"]},
+        "Renamed column Country to Country_renamed in the header of 2 files. 0 of 7 "
+        "data rows were changed.",
+    ),
+    (
+        "duplicate_rows",
+        {"rate": 1.0},
+        "Wrote a second copy of 7 of 7 data rows, each right after its original.",
+    ),
+    (
+        "truncate_last_line",
+        {"rate": 1.0},
+        "Cut the last line of b.csv (line 3) short and removed its line ending. 1 of 7 "
+        "data rows was changed.",
+    ),
+    (
+        "wrong_delimiter",
+        {"rate": 1.0, "seed": 0},
+        "Wrote {file} with ';' instead of ',' as the delimiter. {rows} of 7 data rows "
+        "were changed.",
+    ),
+    ("nan", {"rate": 0.0}, "Changed nothing: every file is an unchanged copy."),
+]
+
+
+@pytest.mark.parametrize(
+    "kind, arguments, expected", SUMMARIES, ids=[s[0] for s in SUMMARIES]
+)
+def test_describe_changes_per_kind(data_dir, tmp_path, kind, arguments, expected):
+    manifest = corrupt_dataset(data_dir, tmp_path / "out", kind, **arguments)
+    if kind == "wrong_delimiter":
+        # The seed picks the file, so the expected text takes its name and rows.
+        name = manifest["changes"][0]["file"]
+        rows = FIXTURE[name].count("\n") - 1
+        expected = expected.format(file=name, rows=rows)
+    assert corrupt.describe_changes(manifest) == expected
 
 
 def test_run_from_args_reports_error(data_dir, capsys):
