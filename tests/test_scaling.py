@@ -16,6 +16,8 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -467,6 +469,19 @@ print(json.dumps(result))
 """
 
 
+@pytest.fixture
+def wheel_build_dir(monkeypatch):
+    """Points `tempfile` and TMPDIR at a folder that is removed after the test.
+
+    TFX's `package_user_module_file` (tfx 1.16) builds each wheel in three
+    `tempfile.mkdtemp()` folders and leaves them behind, the wheel included.
+    """
+    with tempfile.TemporaryDirectory(prefix="recguard-wheel-build-") as folder:
+        monkeypatch.setattr(tempfile, "tempdir", folder)
+        monkeypatch.setenv("TMPDIR", folder)
+        yield Path(folder)
+
+
 @pytest.mark.parametrize(
     "component, module_name, function_name",
     [
@@ -474,7 +489,9 @@ print(json.dumps(result))
         ("Trainer", "trainer_module", "run_fn"),
     ],
 )
-def test_user_module_wheel_imports(tmp_path, component, module_name, function_name):
+def test_user_module_wheel_imports(
+    tmp_path, wheel_build_dir, component, module_name, function_name
+):
     from tfx.components.util import udf_utils
 
     from pipeline import pipeline as pipeline_module
@@ -484,6 +501,8 @@ def test_user_module_wheel_imports(tmp_path, component, module_name, function_na
         component, module_file, str(tmp_path / "root")
     )
     assert user_module_path == f"{module_name}@{wheel}"
+    # The build's copy of the wheel is in the folder that the fixture removes.
+    assert list(wheel_build_dir.glob("*/tfx_user_code_*.whl")), "wheel built elsewhere"
 
     # -I ignores PYTHONPATH and the user site, and -S skips the site module,
     # so the .pth file of the editable recguard install is not read. The
