@@ -17,6 +17,7 @@ from components.csv_parsing import (
     MISSING_KINDS,
     NON_FINITE_KINDS,
     line_sort_key,
+    shown_text,
 )
 
 # Roles whose findings Transform repairs. Findings on other roles are
@@ -105,6 +106,46 @@ def _repair_text(column: dict[str, Any], counts: dict[str, int], rows: int) -> s
 MAX_NAMED_FILES = 5
 
 
+def _named_files(files: list[str]) -> str:
+    """Returns the first `MAX_NAMED_FILES` file names, then "and N more"."""
+    named = ", ".join(files[:MAX_NAMED_FILES])
+    if len(files) > MAX_NAMED_FILES:
+        named += f" and {len(files) - MAX_NAMED_FILES} more"
+    return named
+
+
+def _header_hints(
+    column: str, files: list[str], unexpected: dict[str, list[str]]
+) -> list[str]:
+    """Returns sentences that explain, from their headers, why files lack `column`.
+
+    A header column the description does not name may be `column` renamed.
+    `unexpected` lists each file's header columns that the description does
+    not name.
+    """
+    by_columns: dict[tuple[str, ...], list[str]] = {}
+    for file in files:
+        fields = unexpected.get(file, [])
+        if fields:
+            by_columns.setdefault(tuple(fields), []).append(file)
+
+    hints = []
+    for fields, group in by_columns.items():
+        single_file = len(group) == 1
+        single_column = len(fields) == 1
+        names_text = ", ".join(shown_text(field) for field in fields)
+        noun = "column" if single_column else "columns"
+        hints.append(
+            f"The {'header' if single_file else 'headers'} of {_named_files(group)} "
+            f"{'has' if single_file else 'have'} the {noun} "
+            f"{names_text}, which the description does not name. If "
+            f"{'it' if single_column else 'one of them'} is {column} renamed, "
+            f"rename it back to {column} in the data or rename the column in the "
+            "description"
+        )
+    return hints
+
+
 def _empty_split_advice(
     split: str, rows: int, total_rows: int, files_without_rows: list[str]
 ) -> str:
@@ -118,10 +159,7 @@ def _empty_split_advice(
                 "No data row was read: every row is malformed (see "
                 "malformed_rows in the report). Check the delimiter and quoting."
             )
-        named = ", ".join(files_without_rows[:MAX_NAMED_FILES])
-        more = len(files_without_rows) - MAX_NAMED_FILES
-        if more > 0:
-            named += f" and {more} more"
+        named = _named_files(files_without_rows)
         return (
             f"No data row was read. Files without data rows: {named}. Add the "
             "data rows, or point --data at the folder that has them."
@@ -185,10 +223,13 @@ def decide(
         )
 
     missing_columns: dict[str, list[str]] = {}
+    unexpected_columns: dict[str, list[str]] = {}
     files_without_rows: list[str] = []
     for finding in file_findings:
         if finding["kind"] == "missing_column":
             missing_columns.setdefault(finding["column"], []).append(finding["file"])
+        elif finding["kind"] == "unexpected_column":
+            unexpected_columns.setdefault(finding["file"], []).append(finding["column"])
         elif finding["kind"] in ("empty_file", "no_data_rows"):
             dataset_anomalies.append(
                 {
@@ -278,11 +319,11 @@ def decide(
             column_blocks = bool(name in missing_columns and counts["absent"])
             if column_blocks:
                 files = sorted(missing_columns[name])
-                named = ", ".join(files[:MAX_NAMED_FILES])
-                if len(files) > MAX_NAMED_FILES:
-                    named += f" and {len(files) - MAX_NAMED_FILES} more"
                 noun = "file" if len(files) == 1 else "files"
-                text = f"column missing from {len(files)} {noun}: {named}"
+                text = f"column missing from {len(files)} {noun}: {_named_files(files)}"
+                hints = _header_hints(name, files, unexpected_columns)
+                if hints:
+                    text += ". " + ". ".join(hints)
                 reasons.append(text)
                 block(name, split, "missing_column", counts["absent"], fractions["absent"], text)
             is_id = role in ("user_id", "item_id")

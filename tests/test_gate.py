@@ -238,6 +238,48 @@ def test_missing_column_names_first_files():
     )
 
 
+def test_missing_column_names_unexpected_column():
+    findings = [
+        {"file": "a.csv", "kind": "missing_column", "column": "Country", "detail": ""},
+        {"file": "a.csv", "kind": "unexpected_column", "column": "Land", "detail": ""},
+    ]
+    counts = {("train", "Country"): {"absent": 4}}
+    result = decide({"train": 4}, counts, file_findings=findings)
+
+    (blocking,) = result["blocking"]
+    assert blocking["reason"] == (
+        "column missing from 1 file: a.csv. The header of a.csv has the column "
+        "'Land', which the description does not name. If it is Country renamed, "
+        "rename it back to Country in the data or rename the column in the description"
+    )
+    message = blocking_message(result, "report.html")
+    assert "column Country, split train: missing_column" in message
+    assert "'Land'" in message
+
+
+def test_missing_column_groups_renamed_files():
+    findings = []
+    for n in range(7):
+        findings += [
+            {"file": f"day{n}.csv", "kind": kind, "column": column, "detail": ""}
+            for kind, column in (
+                ("missing_column", "Country"),
+                ("unexpected_column", "Land"),
+                ("unexpected_column", "Extra"),
+            )
+        ]
+    counts = {("train", "Country"): {"absent": 7}}
+    result = decide({"train": 7}, counts, file_findings=findings)
+
+    (blocking,) = result["blocking"]
+    assert blocking["reason"].endswith(
+        ". The headers of day0.csv, day1.csv, day2.csv, day3.csv, day4.csv and 2 more "
+        "have the columns 'Land', 'Extra', which the description does not name. If "
+        "one of them is Country renamed, rename it back to Country in the data or "
+        "rename the column in the description"
+    )
+
+
 def test_decide_empty_split_blocks():
     result = decide({"train": 0, "eval": 3})
     assert blocking_keys(result) == [("", "train", "empty_split", 0)]
@@ -719,6 +761,16 @@ def test_gate_case_outcome(case, case_runs):
     }
     for node in DOWNSTREAM_OF_GATE:
         assert node not in states, f"{node} executed after a blocking gate"
+
+
+@pytest.mark.e2e
+def test_columns_case_names_unexpected_column(case_runs):
+    report = case_runs(COLUMNS).report
+    reasons = [b["reason"] for b in report["blocking"] if b["kind"] == "missing_column"]
+    assert len(reasons) == 2
+    for reason in reasons:
+        assert reason.startswith("column missing from 1 file: columns.csv. ")
+        assert "the column 'Discount', which the description does not name" in reason
 
 
 @pytest.mark.e2e
