@@ -363,12 +363,14 @@ def parse_csv_blocks(
     known = {c.name for c in columns}
     for name in header:
         if name not in known:
-            yield FileFinding(
-                file_name,
-                "unexpected_column",
-                name,
-                f"column {name!r} is not in the dataset description; not read",
-            )
+            detail = f"column {name!r} is not in the dataset description; not read"
+            delimiter = joining_delimiter(name, known)
+            if delimiter is not None:
+                detail += (
+                    f". It joins column names with {delimiter_name(delimiter)}, so "
+                    f"the file likely uses that delimiter instead of a comma"
+                )
+            yield FileFinding(file_name, "unexpected_column", name, detail)
 
     def parser(column: ColumnSpec):
         if column.name == time_column:
@@ -496,6 +498,31 @@ def parse_csv_blocks(
         yield block(lines, records)
     if count == 0:
         yield _no_data_rows(file_name)
+
+
+# Delimiters other than the comma that CSV writers commonly use, with their
+# names in messages.
+OTHER_DELIMITERS = {";": "';' (semicolon)", "\t": "a tab", "|": "'|' (pipe)"}
+
+
+def joining_delimiter(field: str, column_names: set[str]) -> str | None:
+    """Returns the delimiter that joins column names in a header field, or None.
+
+    A file written with ``;`` between fields has a header that the comma
+    reader returns as one field, "InvoiceNo;StockCode;...". The field counts
+    as joined when splitting it at one of `OTHER_DELIMITERS` gives at least
+    one name of `column_names`.
+    """
+    for delimiter in OTHER_DELIMITERS:
+        parts = [part.strip().strip('"') for part in field.split(delimiter)]
+        if len(parts) > 1 and any(part in column_names for part in parts):
+            return delimiter
+    return None
+
+
+def delimiter_name(delimiter: str) -> str:
+    """Returns a delimiter as a message names it, such as "';' (semicolon)"."""
+    return OTHER_DELIMITERS.get(delimiter, repr(delimiter))
 
 
 def _no_data_rows(file_name: str) -> FileFinding:

@@ -16,6 +16,8 @@ from components.csv_parsing import (
     COUNT_KINDS,
     MISSING_KINDS,
     NON_FINITE_KINDS,
+    delimiter_name,
+    joining_delimiter,
     line_sort_key,
     shown_text,
 )
@@ -115,21 +117,42 @@ def _named_files(files: list[str]) -> str:
 
 
 def _header_hints(
-    column: str, files: list[str], unexpected: dict[str, list[str]]
+    column: str, files: list[str], unexpected: dict[str, list[str]], names: set[str]
 ) -> list[str]:
     """Returns sentences that explain, from their headers, why files lack `column`.
 
-    A header column the description does not name may be `column` renamed.
-    `unexpected` lists each file's header columns that the description does
-    not name.
+    A header field that joins column names with another delimiter means that
+    the file likely uses that delimiter. Otherwise, a header column the description
+    does not name may be `column` renamed. `unexpected` lists each file's
+    header columns that the description does not name.
     """
+    by_delimiter: dict[str, list[str]] = {}
     by_columns: dict[tuple[str, ...], list[str]] = {}
+    joined_field: dict[str, str] = {}
     for file in files:
         fields = unexpected.get(file, [])
-        if fields:
-            by_columns.setdefault(tuple(fields), []).append(file)
+        for field in fields:
+            delimiter = joining_delimiter(field, names)
+            if delimiter is not None:
+                by_delimiter.setdefault(delimiter, []).append(file)
+                joined_field.setdefault(delimiter, field)
+                break
+        else:
+            if fields:
+                by_columns.setdefault(tuple(fields), []).append(file)
 
     hints = []
+    for delimiter, group in by_delimiter.items():
+        single_file = len(group) == 1
+        field = shown_text(joined_field[delimiter].replace("\t", "\\t"))
+        subject = "the file likely uses" if single_file else "these files likely use"
+        hints.append(
+            f"The {'header' if single_file else 'headers'} of {_named_files(group)} "
+            f"{'has the field' if single_file else 'have fields such as'} {field}, "
+            f"which joins column names with {delimiter_name(delimiter)}, so {subject} "
+            "that delimiter. recguard reads comma-separated files only: write "
+            f"{'the file' if single_file else 'them'} again with ',' as the delimiter"
+        )
     for fields, group in by_columns.items():
         single_file = len(group) == 1
         single_column = len(fields) == 1
@@ -321,7 +344,9 @@ def decide(
                 files = sorted(missing_columns[name])
                 noun = "file" if len(files) == 1 else "files"
                 text = f"column missing from {len(files)} {noun}: {_named_files(files)}"
-                hints = _header_hints(name, files, unexpected_columns)
+                hints = _header_hints(
+                    name, files, unexpected_columns, set(description["columns"])
+                )
                 if hints:
                     text += ". " + ". ".join(hints)
                 reasons.append(text)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import html
 import json
 import os
 
@@ -25,7 +26,8 @@ from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 from tensorflow_metadata.proto.v0 import anomalies_pb2
 
-from components import gate_policy
+from components import csv_parsing, gate_policy
+from components.report import render_html, render_markdown
 from components.anomaly_gate import GateBlockedError, blocking_message
 from pipeline import beam_config, contract, runner
 from pipeline.dataset import load_description, parse_description
@@ -40,6 +42,7 @@ DOWNSTREAM_OF_GATE = ("BatchedTransform", "PostTransformGate", "Trainer", "Pushe
 MISSING_KINDS = ("absent", "empty", "na_token", "unreadable")
 HEADER = "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country\n"
 NA_TOKENS = ["NA", "N/A", "n/a", "?", "null", "NULL", "None", "-"]
+TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 # The columns of data/online_retail.yaml with a test policy. The numeric
 # limits are loose so that the cell-kinds case is repaired, not blocked.
@@ -278,6 +281,63 @@ def test_missing_column_groups_renamed_files():
         "one of them is Country renamed, rename it back to Country in the data or "
         "rename the column in the description"
     )
+
+
+def _semicolon_file_findings():
+    """Returns the file findings of a file written with ';' between fields."""
+    description = gate_description()
+    columns = [
+        csv_parsing.ColumnSpec(c.name, c.type, c.min, c.max)
+        for c in description.columns
+    ]
+    row = "536001,A1,Mug,1,2010-12-01 00:00:00,1.0,101,UK\n"
+    text = (HEADER + row).replace(",", ";")
+    items = csv_parsing.parse_csv_blocks(
+        text, "semi.csv", columns, frozenset(NA_TOKENS), "InvoiceDate", TIME_FORMAT
+    )
+    return [
+        dataclasses.asdict(item)
+        for item in items
+        if isinstance(item, csv_parsing.FileFinding)
+    ]
+
+
+def test_wrong_delimiter_hint_in_reason():
+    findings = _semicolon_file_findings()
+    counts = {("train", column): {"absent": 1} for column in DESCRIPTION["columns"]}
+    result = decide({"train": 1}, counts, file_findings=findings)
+
+    missing = [b for b in result["blocking"] if b["kind"] == "missing_column"]
+    assert len(missing) == 8
+    hint = (
+        "column missing from 1 file: semi.csv. The header of semi.csv has the field "
+        "'InvoiceNo;StockCode;Description;Quantity...', which joins column names with "
+        "';' (semicolon), so the file likely uses that delimiter. recguard reads "
+        "comma-separated files only: write the file again with ',' as the delimiter"
+    )
+    for item in missing:
+        assert item["reason"] == hint, item["feature"]
+    assert hint in blocking_message(result, "report.html")
+    assert hint in render_markdown(result)
+    assert html.escape(hint, quote=True) in render_html(result)
+
+
+def test_wrong_delimiter_tab_named():
+    findings = [
+        {"file": "t.csv", "kind": "missing_column", "column": "Country", "detail": ""},
+        {
+            "file": "t.csv",
+            "kind": "unexpected_column",
+            "column": "CustomerID\tCountry",
+            "detail": "",
+        },
+    ]
+    counts = {("train", "Country"): {"absent": 1}}
+    result = decide({"train": 1}, counts, file_findings=findings)
+
+    reason = result["blocking"][0]["reason"]
+    assert "the field 'CustomerID\\tCountry'" in reason
+    assert "joins column names with a tab" in reason
 
 
 def test_decide_empty_split_blocks():

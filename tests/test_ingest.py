@@ -238,6 +238,35 @@ def test_header_unexpected_column():
     assert rows[0].values["UnitPrice"] == 1.5
 
 
+@pytest.mark.parametrize(
+    "delimiter, name", [(";", "';' (semicolon)"), ("\t", "a tab"), ("|", "'|' (pipe)")]
+)
+def test_header_other_delimiter_named(delimiter, name):
+    header = HEADER.strip().replace(",", delimiter)
+    text = f"{header}\nA1{delimiter}2010-12-01 08:00:00{delimiter}1.5{delimiter}UK\n"
+    findings = [item for item in parse(text) if isinstance(item, FileFinding)]
+    unexpected = [f for f in findings if f.kind == "unexpected_column"]
+    assert [f.column for f in unexpected] == [header]
+    assert unexpected[0].detail == (
+        f"column {header!r} is not in the dataset description; not read. It joins "
+        f"column names with {name}, so the file likely uses that delimiter instead "
+        "of a comma"
+    )
+    assert len([f for f in findings if f.kind == "missing_column"]) == len(COLUMNS)
+
+
+def test_header_unexpected_column_without_delimiter():
+    # A semicolon in a name that joins no described column is no delimiter hint.
+    text = (
+        "StockCode,InvoiceDate,UnitPrice,Country,Notes;Tags\n"
+        "A1,2010-12-01 08:00:00,1.5,UK,x\n"
+    )
+    (finding,) = [item for item in parse(text) if isinstance(item, FileFinding)]
+    assert finding.detail == (
+        "column 'Notes;Tags' is not in the dataset description; not read"
+    )
+
+
 def test_header_order_is_free():
     text = "Country,UnitPrice,InvoiceDate,StockCode\nUK,1.5,2010-12-01 08:00:00,A1\n"
     rows = rows_of(parse(text))
