@@ -6,7 +6,9 @@ and never reports a value it could not read. The functions here classify
 every cell instead:
 
 - an empty cell or an NA token becomes an absent feature, counted as
-  ``empty`` or ``na_token``;
+  ``empty`` or ``na_token``. In a string column a string NA token, such as
+  the ``nan`` that pandas writes for a missing string, counts as
+  ``na_token`` too;
 - in a float column `nan`, `inf`, `-inf` and `Infinity` stay non-finite
   floats, counted as ``nan``, ``posinf`` or ``neginf``. A number too large
   for float32 counts as inf too, because the tf.Example stores it as inf;
@@ -329,6 +331,7 @@ def parse_csv_blocks(
     time_format: str,
     cell_cache: CellCache | None = None,
     block_rows: int = BLOCK_ROWS,
+    string_na_tokens: frozenset[str] = frozenset(),
 ) -> Iterator[RowBlock | MalformedRow | FileFinding]:
     """Parses one CSV file's text into row blocks, malformed rows and file findings.
 
@@ -341,6 +344,9 @@ def parse_csv_blocks(
     A `CellCache` shared by the calls of one worker, for one description
     and one set of NA tokens, saves parsing the same cell text twice;
     without one, each call uses its own.
+
+    `string_na_tokens` are NA tokens in string columns only. In a float
+    column, ``nan`` must stay a non-finite value for the contract to count.
     """
     if cell_cache is None:
         cell_cache = CellCache()
@@ -373,14 +379,15 @@ def parse_csv_blocks(
             yield FileFinding(file_name, "unexpected_column", name, detail)
 
     def parser(column: ColumnSpec):
+        tokens = na_tokens | string_na_tokens if column.type == "string" else na_tokens
         if column.name == time_column:
             return functools.partial(
                 _parse_time_cell,
                 column=column,
-                na_tokens=na_tokens,
+                na_tokens=tokens,
                 time_format=time_format,
             )
-        return functools.partial(parse_cell, column=column, na_tokens=na_tokens)
+        return functools.partial(parse_cell, column=column, na_tokens=tokens)
 
     readers = [
         (
@@ -540,6 +547,7 @@ def parse_csv_text(
     time_format: str,
     cell_cache: CellCache | None = None,
     block_rows: int = BLOCK_ROWS,
+    string_na_tokens: frozenset[str] = frozenset(),
 ) -> Iterator[ParsedRow | MalformedRow | FileFinding]:
     """Parses one CSV file's text into rows, malformed rows and file findings.
 
@@ -555,6 +563,7 @@ def parse_csv_text(
         time_format,
         cell_cache,
         block_rows,
+        string_na_tokens,
     ):
         if not isinstance(item, RowBlock):
             yield item

@@ -4,7 +4,8 @@ It is TFX's FileBasedExampleGen (same driver, span and caching rules, same
 output artifact) with an executor that
 
 - parses cells with `components.csv_parsing`, so empty cells and NA tokens
-  become absent features and `nan`/`inf` stay non-finite floats;
+  become absent features and `nan`/`inf` stay non-finite floats (in a
+  string column, `nan` is a string NA token and absent);
 - splits by time: rows in the latest ``eval_fraction`` of the time range go
   to ``eval``, so no training interaction is newer than an evaluated one;
 - writes ``ingest/findings-*.jsonl`` into the Examples artifact: per split
@@ -92,6 +93,9 @@ class _FileTimeRange(beam.DoFn):
             if spec.name == self._time_column
         ]
         self._na_tokens = frozenset(self._description["na_tokens"])
+        self._string_na_tokens = frozenset(
+            self._description.get("string_na_tokens", ())
+        )
         self._cell_cache = csv_parsing.CellCache()
 
     def process(self, path: str):
@@ -104,6 +108,7 @@ class _FileTimeRange(beam.DoFn):
             self._time_column,
             self._time_format,
             self._cell_cache,
+            string_na_tokens=self._string_na_tokens,
         ):
             if isinstance(item, csv_parsing.RowBlock):
                 times = [t for t in item.timestamps if t is not None]
@@ -138,6 +143,9 @@ class _ParseAndEncode(beam.DoFn):
     def setup(self):
         self._columns = _column_specs(self._description)
         self._na_tokens = frozenset(self._description["na_tokens"])
+        self._string_na_tokens = frozenset(
+            self._description.get("string_na_tokens", ())
+        )
         split = self._description["split"]
         self._time_column = split.get("time_column")
         self._time_format = split.get("time_format", csv_parsing.DEFAULT_TIME_FORMAT)
@@ -162,6 +170,7 @@ class _ParseAndEncode(beam.DoFn):
             self._time_column,
             self._time_format,
             self._cell_cache,
+            string_na_tokens=self._string_na_tokens,
         ):
             if isinstance(item, csv_parsing.RowBlock):
                 is_eval = _eval_rows(item.timestamps, cutoff)

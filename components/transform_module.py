@@ -191,7 +191,10 @@ def preprocessing_fn(inputs, custom_config):
         if column not in inputs:
             continue
         if role in ID_ROLES:
-            na_tokens = tuple(description.get("na_tokens", ()))
+            # Ids are strings, so the string NA tokens mean missing too.
+            na_tokens = tuple(description.get("na_tokens", ())) + tuple(
+                description.get("string_na_tokens", ())
+            )
             outputs.update(
                 transform_ids(_densify(inputs[column], ""), column, na_tokens)
             )

@@ -3,9 +3,10 @@
 The robustness tests run the pipeline on such copies and compare the report's counts
 with the manifest's. Each manifest entry should therefore add exactly one new defect.
 So the cell kinds skip cells that already contain a defect the report counts. These
-are missing values (empty or an NA token) and, in numeric columns, values that are
-not finite numbers or are negative. Skipped cells stay unchanged and are counted
-under ``skipped`` in the manifest.
+are missing values (empty or an NA token, and ``nan`` or ``NaN`` in columns that do
+not hold numbers) and, in numeric columns, values that are not finite numbers or are
+negative. Skipped cells stay unchanged and are counted under ``skipped`` in the
+manifest.
 
 The module uses only the standard library. Input files must be UTF-8 with LF line
 endings. Every output file is rewritten with ``csv.QUOTE_MINIMAL`` and ``"\\n"``, which
@@ -49,6 +50,9 @@ COLUMN_KINDS = ("drop_column", "rename_column")
 ROW_KINDS = ("duplicate_rows", "truncate_last_line", "wrong_delimiter")
 
 DEFAULT_NA_TOKENS = ("NA", "N/A", "n/a", "?", "null", "NULL", "None", "-")
+# The string NA tokens of data/online_retail.yaml: missing values in the
+# columns that do not hold numbers. In numeric columns they are NaN.
+STRING_NA_TOKENS = ("nan", "NaN")
 # The float columns and the free-text column of data/online_retail.yaml.
 DEFAULT_NUMERIC_COLUMNS = ("Quantity", "UnitPrice")
 DEFAULT_STRING_COLUMNS = ("Description",)
@@ -460,7 +464,7 @@ def _is_clean(
     if column in numeric_columns:
         number = _parse_number(value)
         return number is not None and number >= 0
-    return True
+    return text not in STRING_NA_TOKENS
 
 
 def _make_replacer(

@@ -27,6 +27,10 @@ ROLES = (
 )
 TYPES = ("string", "float", "int")
 IMPUTE_STRATEGIES = ("mean", "median", "constant")
+# The texts that pandas writes for a missing value in a column of strings
+# (str(float("nan")) and to_csv(na_rep="NaN")). A description without
+# `string_na_tokens` gets these.
+DEFAULT_STRING_NA_TOKENS = ("nan", "NaN")
 NEGATIVE_HANDLING = ("missing", "clip", "keep")
 
 DEFAULT_PATH = os.path.join(
@@ -68,6 +72,8 @@ class Description:
     data_dir: str
     file_pattern: str
     na_tokens: tuple[str, ...]
+    # Read as missing in string columns only, in addition to `na_tokens`.
+    string_na_tokens: tuple[str, ...]
     time_column: str | None
     time_format: str
     eval_fraction: float
@@ -117,6 +123,7 @@ class Description:
             "data_dir": self.data_dir,
             "file_pattern": self.file_pattern,
             "na_tokens": list(self.na_tokens),
+            "string_na_tokens": list(self.string_na_tokens),
             "split": {
                 "time_column": self.time_column,
                 "time_format": self.time_format,
@@ -227,6 +234,9 @@ def parse_description(raw: dict[str, Any], path: str = "<description>") -> Descr
         data_dir=data_dir,
         file_pattern=str(raw.get("file_pattern", "*.csv")),
         na_tokens=tuple(str(t) for t in raw.get("na_tokens", [])),
+        string_na_tokens=tuple(
+            str(t) for t in raw.get("string_na_tokens", DEFAULT_STRING_NA_TOKENS)
+        ),
         time_column=time_column,
         time_format=str(split.get("time_format", csv_parsing.DEFAULT_TIME_FORMAT)),
         eval_fraction=eval_fraction,
@@ -262,6 +272,7 @@ def description_from_dict(raw: dict[str, Any]) -> Description:
             "data_dir": raw.get("data_dir", ""),
             "file_pattern": raw.get("file_pattern", "*.csv"),
             "na_tokens": raw.get("na_tokens", []),
+            "string_na_tokens": raw.get("string_na_tokens", DEFAULT_STRING_NA_TOKENS),
             "split": raw.get("split", {}),
             "columns": columns,
             "policy": raw.get("policy", {}),

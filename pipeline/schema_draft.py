@@ -49,6 +49,7 @@ def infer_schema(description: Description, data_dir: str):
                     frozenset(description.na_tokens),
                     description.time_column,
                     description.time_format,
+                    string_na_tokens=frozenset(description.string_na_tokens),
                 ):
                     if isinstance(item, csv_parsing.ParsedRow):
                         writer.write(_to_example(item, types))

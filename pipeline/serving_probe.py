@@ -74,6 +74,7 @@ def score_csv(model_dir: str, data_dir: str, batch_size: int = 1024) -> dict[str
             frozenset(description["na_tokens"]),
             split.get("time_column"),
             split.get("time_format", csv_parsing.DEFAULT_TIME_FORMAT),
+            string_na_tokens=frozenset(description["string_na_tokens"]),
         ):
             if isinstance(item, csv_parsing.ParsedRow):
                 serialized.append(_example_from_row(item, types))

@@ -56,6 +56,7 @@ def statistics_for(text: str, description, drop: tuple[str, ...] = ()):
         frozenset(description.na_tokens),
         description.time_column,
         description.time_format,
+        string_na_tokens=frozenset(description.string_na_tokens),
     ):
         assert isinstance(item, csv_parsing.ParsedRow), item
         for name in drop:

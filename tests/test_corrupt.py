@@ -534,6 +534,19 @@ def test_rejected_call_writes_nothing(data_dir, tmp_path):
     assert not out_dir.exists()
 
 
+def test_cell_kinds_skip_string_nan(tmp_path):
+    # "nan" and "NaN" are missing values in columns that do not hold numbers,
+    # so emptying them would add no new defect.
+    folder = tmp_path / "data"
+    folder.mkdir()
+    row = "536365,85123A,NaN,6,2010-12-01 08:26:00,2.55,nan,United Kingdom\n"
+    (folder / "a.csv").write_text(HEADER + row, "utf-8")
+    columns = ["Description", "CustomerID", "Country"]
+    manifest = corrupt_dataset(folder, tmp_path / "out", "empty", 1.0, columns=columns)
+    assert manifest["counts"] == {"Description": 0, "CustomerID": 0, "Country": 1}
+    assert manifest["skipped"] == {"Description": 1, "CustomerID": 1, "Country": 0}
+
+
 def test_run_from_args_prints_summary(data_dir, tmp_path, capsys):
     parser = argparse.ArgumentParser()
     corrupt.add_arguments(parser)

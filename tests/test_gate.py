@@ -881,10 +881,12 @@ def pandas_missing_counts(data_dir: str, description) -> dict[tuple[str, str], i
     cutoff = times.max() - description.eval_fraction * (times.max() - times.min())
     split = pd.Series("train", index=df.index).where(times < cutoff, "eval")
     tokens = set(description.na_tokens)
+    string_tokens = tokens | set(description.string_na_tokens)
     counts = {}
     for column in description.columns:
         cells = df[column.name].str.strip()
-        missing = (cells == "") | cells.isin(tokens)
+        column_tokens = string_tokens if column.type == "string" else tokens
+        missing = (cells == "") | cells.isin(column_tokens)
         if column.type == "float":
             number = pd.to_numeric(cells.where(~missing), errors="coerce")
             spelled_nan = cells.str.lower() == "nan"

@@ -632,6 +632,55 @@ def test_encode_cuts_chunks_in_file_order(tmp_path, monkeypatch):
     assert outputs["rows"] == [("train", 7), ("eval", 0)]
 
 
+def test_encode_string_nan_is_missing(tmp_path):
+    # The description's string NA tokens: "nan" and "NaN" are missing in the
+    # string column Country, but stay NaN, a non-finite value, in UnitPrice.
+    description = {**DESCRIPTION, "string_na_tokens": ["nan", "NaN"]}
+    path = tmp_path / "day.csv"
+    path.write_text(
+        HEADER
+        + "A1,2010-12-01 08:00:00,nan,nan\n"
+        + "A2,2010-12-01 08:00:00,NaN, NaN \n"
+        + "A3,2010-12-01 08:00:00,1.0,Nan\n"
+    )
+    outputs = _run_dofn(_ParseAndEncode(description), str(path), None)
+
+    counts = dict(outputs["counts"])
+    assert counts == {
+        ("cells", "train", "Country", "na_token"): (2, ["day.csv:2", "day.csv:3"]),
+        ("cells", "train", "UnitPrice", "nan"): (2, ["day.csv:2", "day.csv:3"]),
+    }
+    examples = [tf.train.Example.FromString(b) for b in _records(outputs["train"])]
+    assert [("Country" in e.features.feature) for e in examples] == [False, False, True]
+    assert examples[2].features.feature["Country"].bytes_list.value == [b"Nan"]
+    prices = [e.features.feature["UnitPrice"].float_list.value[0] for e in examples]
+    assert math.isnan(prices[0])
+    assert math.isnan(prices[1])
+    assert prices[2] == 1.0
+
+
+def test_string_na_tokens_only_in_string_columns():
+    columns = [ColumnSpec("CustomerID", "string"), PRICE]
+    text = "CustomerID,UnitPrice\nnan,nan\n"
+    tokens = frozenset({"nan"})
+    items = parse_csv_text(
+        text, "f.csv", columns, NA_TOKENS, None, TIME_FORMAT, string_na_tokens=tokens
+    )
+    (row,) = rows_of(items)
+    assert row.values["CustomerID"] is None
+    assert math.isnan(row.values["UnitPrice"])
+    assert row.findings == [("CustomerID", "na_token"), ("UnitPrice", "nan")]
+
+
+def test_string_nan_without_tokens_is_value():
+    columns = [ColumnSpec("CustomerID", "string"), PRICE]
+    text = "CustomerID,UnitPrice\nnan,1\n"
+    items = parse_csv_text(text, "f.csv", columns, NA_TOKENS, None, TIME_FORMAT)
+    (row,) = rows_of(items)
+    assert row.values["CustomerID"] == "nan"
+    assert row.findings == []
+
+
 def test_encode_reports_missing_column(tmp_path):
     path = tmp_path / "day.csv"
     path.write_text("StockCode,InvoiceDate,UnitPrice\nA1,2010-12-01 08:00:00,1.0\n")

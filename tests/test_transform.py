@@ -485,3 +485,26 @@ def test_na_token_id_is_missing(tmp_path):
         )
     assert [row["user_index"] for row in output] == [1, 0, 0, 1]
     assert [row["user_missing"] for row in output] == [0.0, 1.0, 1.0, 0.0]
+
+
+def test_string_na_token_id_is_missing(tmp_path):
+    # A serving request may carry the "nan" that pandas writes for a missing
+    # id. The description's string NA tokens map it to the missing token.
+    spec = {"user": tf.io.VarLenFeature(tf.string)}
+    metadata = dataset_metadata.DatasetMetadata.from_feature_spec(spec)
+    rows = [{"user": ["a"]}, {"user": ["nan"]}, {"user": ["NaN"]}, {"user": ["a"]}]
+    description = {
+        "na_tokens": ["N/A"],
+        "string_na_tokens": ["nan", "NaN"],
+        "columns": {"user": {"type": "string", "role": "user_id"}},
+    }
+
+    def preprocessing_fn(inputs):
+        return tm.preprocessing_fn(inputs, {"description": description})
+
+    with tft_beam.Context(temp_dir=str(tmp_path)):
+        (output, _), _ = (rows, metadata) | tft_beam.AnalyzeAndTransformDataset(
+            preprocessing_fn
+        )
+    assert [row["user_index"] for row in output] == [1, 0, 0, 1]
+    assert [row["user_missing"] for row in output] == [0.0, 1.0, 1.0, 0.0]
