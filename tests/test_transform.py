@@ -464,15 +464,13 @@ def test_serving_column_absent_everywhere(transformed):
         assert served[name] == _approx(_column(expected, name)), name
 
 
-def test_na_token_id_is_missing(tmp_path):
-    # Ingestion turns NA tokens into absent cells, but a serving request
-    # can still carry one: "N/A" and " null " must map to the missing token
-    # (index 0) and set the indicator, while "a" is a real id.
+def _transform_user_ids(tmp_path, users: list[str], tokens: dict) -> list[dict]:
+    """Runs `preprocessing_fn` on one user id column with the given NA token keys."""
     spec = {"user": tf.io.VarLenFeature(tf.string)}
     metadata = dataset_metadata.DatasetMetadata.from_feature_spec(spec)
-    rows = [{"user": ["a"]}, {"user": ["N/A"]}, {"user": [" null "]}, {"user": ["a"]}]
+    rows = [{"user": [user]} for user in users]
     description = {
-        "na_tokens": ["N/A", "null"],
+        **tokens,
         "columns": {"user": {"type": "string", "role": "user_id"}},
     }
 
@@ -483,6 +481,15 @@ def test_na_token_id_is_missing(tmp_path):
         (output, _), _ = (rows, metadata) | tft_beam.AnalyzeAndTransformDataset(
             preprocessing_fn
         )
+    return output
+
+
+def test_na_token_id_is_missing(tmp_path):
+    # Ingestion turns NA tokens into absent cells, but a serving request
+    # can still carry one: "N/A" and " null " must map to the missing token
+    # (index 0) and set the indicator, while "a" is a real id.
+    users = ["a", "N/A", " null ", "a"]
+    output = _transform_user_ids(tmp_path, users, {"na_tokens": ["N/A", "null"]})
     assert [row["user_index"] for row in output] == [1, 0, 0, 1]
     assert [row["user_missing"] for row in output] == [0.0, 1.0, 1.0, 0.0]
 
@@ -490,21 +497,7 @@ def test_na_token_id_is_missing(tmp_path):
 def test_string_na_token_id_is_missing(tmp_path):
     # A serving request may carry the "nan" that pandas writes for a missing
     # id. The description's string NA tokens map it to the missing token.
-    spec = {"user": tf.io.VarLenFeature(tf.string)}
-    metadata = dataset_metadata.DatasetMetadata.from_feature_spec(spec)
-    rows = [{"user": ["a"]}, {"user": ["nan"]}, {"user": ["NaN"]}, {"user": ["a"]}]
-    description = {
-        "na_tokens": ["N/A"],
-        "string_na_tokens": ["nan", "NaN"],
-        "columns": {"user": {"type": "string", "role": "user_id"}},
-    }
-
-    def preprocessing_fn(inputs):
-        return tm.preprocessing_fn(inputs, {"description": description})
-
-    with tft_beam.Context(temp_dir=str(tmp_path)):
-        (output, _), _ = (rows, metadata) | tft_beam.AnalyzeAndTransformDataset(
-            preprocessing_fn
-        )
+    tokens = {"na_tokens": ["N/A"], "string_na_tokens": ["nan", "NaN"]}
+    output = _transform_user_ids(tmp_path, ["a", "nan", "NaN", "a"], tokens)
     assert [row["user_index"] for row in output] == [1, 0, 0, 1]
     assert [row["user_missing"] for row in output] == [0.0, 1.0, 1.0, 0.0]
