@@ -47,7 +47,7 @@ from tfx.types import artifact_utils, standard_component_specs
 from tfx.types.component_spec import ExecutionParameter
 from tfx.utils import proto_utils
 
-from components import batched_read, csv_parsing
+from components import batched_read, csv_parsing, memory
 
 DESCRIPTION_KEY = "description"
 # A digest of recguard's component code. The executor does not read it: as
@@ -567,6 +567,7 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
         # because the split needs the time range of all rows.
         raise NotImplementedError("CsvIngestGen splits by time in GenerateExamplesByBeam")
 
+    @memory.releases_memory
     def Do(self, input_dict, output_dict, exec_properties) -> None:
         """Writes the train and eval splits and the findings into the artifact.
 

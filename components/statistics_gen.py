@@ -27,7 +27,7 @@ from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import io_utils, json_utils
 
-from components import batched_read
+from components import batched_read, memory
 
 
 # Examples per RecordBatch when the statistics options set no batch size.
@@ -56,6 +56,7 @@ def _reads_batched(examples: types.Artifact, exec_properties: Dict[str, Any]) ->
 class Executor(stock_executor.Executor):
     """StatisticsGen executor with the batched reader, as the module docstring says."""
 
+    @memory.releases_memory
     def Do(
         self,
         input_dict: Dict[str, List[types.Artifact]],

@@ -31,12 +31,13 @@ import tensorflow_transform as tft  # noqa: E402
 from tfx_bsl.public import tfxio  # noqa: E402
 
 try:
-    from components import guarded_loop
+    from components import guarded_loop, memory
     from components import transform_module as tm
 except ImportError:
     # TFX ships this file to remote workers in its user-module wheel, which
     # contains the files of this folder as top-level modules.
     import guarded_loop  # type: ignore[no-redef]
+    import memory  # type: ignore[no-redef]
     import transform_module as tm  # type: ignore[no-redef]
 
 tf_keras = tf.keras
@@ -461,6 +462,9 @@ def run_fn(fn_args):
         _read_split(fn_args.eval_files, fn_args.data_accessor, tf_transform_output, 4096),
         load_names,
     )
+    # The reader's batches are garbage now. Freeing them before the model and
+    # the input pipeline allocate keeps them from adding to the peak.
+    memory.release_unused_memory()
     for name in names["dense"]:
         if name.endswith("_scaled") and train[name].size and float(train[name].max()) == 0.0:
             logging.warning(

@@ -22,7 +22,7 @@ from tfx.proto import example_gen_pb2
 from tfx.types import standard_component_specs
 from tfx_bsl.public import tfxio
 
-from components import batched_read
+from components import batched_read, memory
 
 
 class _BatchedTransformProcessor(stock_executor.TransformProcessor):
@@ -64,6 +64,7 @@ def _processor_class(processor_class):
 class Executor(stock_executor.Executor):
     """TFX's Transform executor with the batched reader for tf.Examples."""
 
+    @memory.releases_memory
     def Do(self, input_dict, output_dict, exec_properties) -> None:
         # NOTE: tfx 1.16's Executor.Do creates its processor by the module
         # name TransformProcessor and offers no argument for another class,
