@@ -876,7 +876,8 @@ def _skipped_sentence(manifest: dict) -> str:
 def run_from_args(args: argparse.Namespace) -> int:
     """Run `corrupt_dataset` with parsed options and print what it changed.
 
-    Returns 0 on success and 2 after printing a `CorruptionError` to stderr.
+    Returns 0 on success and 1 after printing a `CorruptionError` to stderr,
+    the exit code of every value that recguard rejects after parsing.
     """
     try:
         manifest = corrupt_dataset(
@@ -891,7 +892,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         )
     except CorruptionError as error:
         print(f"recguard corrupt: error: {error}", file=sys.stderr)
-        return 2
+        return 1
     print(describe_changes(manifest))
     print(
         f"Kind {manifest['kind']}, rate {manifest['rate']:g}, seed {manifest['seed']}. "

@@ -671,5 +671,5 @@ def test_run_from_args_reports_error(data_dir, capsys):
             "1",
         ]
     )
-    assert corrupt.run_from_args(args) == 2
+    assert corrupt.run_from_args(args) == 1
     assert "is the data folder" in capsys.readouterr().err
