@@ -197,13 +197,15 @@ def _with_negatives(features, names, num_items, negatives, seed):
 RANKING_BLOCK_USERS = 256
 
 
-def top_k_items(scores: np.ndarray, k: int) -> np.ndarray:
+def top_k_items(scores, k: int) -> np.ndarray:
     """Returns each row's k highest-scoring item indices, best first.
 
-    Equal scores rank the lower item index first, so the order does not
-    depend on the sort algorithm.
+    Equal scores rank the lower item index first, as in `tf.math.top_k` and
+    so in the serving signature. A full argsort would also sort every row
+    into an int64 array as large as the scores.
     """
-    return np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    scores = tf.convert_to_tensor(scores)
+    return tf.math.top_k(scores, k=min(k, int(scores.shape[-1]))).indices.numpy()
 
 
 def ranking_metrics(
@@ -343,7 +345,7 @@ def evaluate(model, names, train, eval_, num_items, missing_user_index, k, negat
         user_features = {
             n: tf.constant(eval_[n][rows]) for n in [names["user"]] + names["categorical"]
         }
-        scores = model.score_all_items(user_features).numpy()[:, :num_items]
+        scores = model.score_all_items(user_features)[:, :num_items]
         block_recalls, block_ndcgs = ranking_metrics(
             top_k_items(scores, k), relevant[start : start + RANKING_BLOCK_USERS], k
         )

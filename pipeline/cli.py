@@ -237,7 +237,11 @@ def _run_pipeline(args, stop_after_gate: bool) -> int:
     # Imported after the cheap checks, because these load TensorFlow and
     # TFX, whose start-up notices go to the run log.
     with _output_to_log(log_path, enabled=not args.verbose):
+        from components import memory
         from pipeline import runner, summary
+    # Each Beam component ends with a full garbage collection
+    # (components/memory.py), which then skips the imported modules.
+    memory.freeze_startup_objects()
     print(f"recguard: {description.name} from {data_dir}")
     print(f"run directory: {out}", flush=True)
     started = time.time()

@@ -68,3 +68,14 @@ def test_executors_release_memory():
     wrapper_code = memory.releases_memory(lambda: None).__code__
     for executor in (ingest.Executor, statistics_gen.Executor, transform_executor.Executor):
         assert executor.Do.__code__ is wrapper_code, executor.__module__
+
+
+def test_freeze_exempts_existing_objects():
+    node = _Node()
+    try:
+        memory.freeze_startup_objects()
+        assert gc.get_freeze_count() > 0
+        assert not any(obj is node for obj in gc.get_objects())
+    finally:
+        gc.unfreeze()
+    assert any(obj is node for obj in gc.get_objects())

@@ -141,6 +141,20 @@ def test_top_k_breaks_ties_by_item_index():
     np.testing.assert_array_equal(trainer_module.top_k_items(scores, 3), [[1, 2, 4]])
 
 
+def test_top_k_matches_stable_argsort_with_ties():
+    # Scores from five values over 500 items: almost every score is tied.
+    scores = np.random.default_rng(3).integers(0, 5, (64, 500)).astype(np.float32)
+
+    expected = np.argsort(-scores, axis=1, kind="stable")[:, :10]
+
+    np.testing.assert_array_equal(trainer_module.top_k_items(scores, 10), expected)
+
+
+def test_top_k_with_k_above_item_count():
+    scores = np.array([[0.2, 0.9, 0.5]])
+    np.testing.assert_array_equal(trainer_module.top_k_items(scores, 10), [[1, 2, 0]])
+
+
 def test_ranking_metrics_match_hand_values():
     top = np.array([[2, 0], [1, 0], [4, 5]])
     relevant = [{2}, {0, 3}, set()]
