@@ -11,6 +11,6 @@ $PY bench/bench_pipeline.py --runs 3 --year-runs "${YEAR_RUNS:-3}"
 $PY bench/bench_statistics.py --run-dir /tmp/recguard-bench/runs/pipeline-local-year-0 --runs 3
 $PY bench/bench_memory.py --sizes december,year
 $PY bench/bench_runners.py --size quarter --runs 1 --steps 200
-$PY bench/bench_trainer.py --run-dir /tmp/recguard-bench/runs/pipeline-local-quarter-0 --repeats 12 --steps 500 --warmup 50
+$PY bench/bench_trainer.py --run-dir /tmp/recguard-bench/runs/pipeline-local-quarter-0 --repeats 40 --steps 100 --warmup 50
 $PY bench/bench_peer.py --runs 3
 $PY bench/profile_pipeline.py --size quarter
