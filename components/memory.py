@@ -6,7 +6,8 @@ that memory: reference cycles that Python's collector has not visited yet
 (Beam pipelines and TensorFlow Transform's graphs hold many), and freed heap
 pages that glibc's malloc and Arrow's jemalloc pool keep for reuse. On the
 Online Retail year, collecting and trimming after each Beam component
-lowered the run's peak RSS from 1.11 to 1.01 GiB on a 2-core machine.
+lowered the run's peak RSS from 1.11 to 0.99 GiB on a 2-core machine
+(bench/bench_memory.py).
 """
 
 from __future__ import annotations
