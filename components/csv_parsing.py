@@ -354,7 +354,7 @@ def parse_csv_blocks(
     try:
         header = next(reader)
     except StopIteration:
-        yield FileFinding(file_name, "empty_file", "", "file has no header line")
+        yield FileFinding(file_name, "empty_file", "", "file is empty: no header line and no rows; remove it or write it again")
         return
     header = [name.strip() for name in header]
     positions = {name: i for i, name in enumerate(header)}

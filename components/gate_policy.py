@@ -117,7 +117,11 @@ def _named_files(files: list[str]) -> str:
 
 
 def _header_hints(
-    column: str, files: list[str], unexpected: dict[str, list[str]], names: set[str]
+    column: str,
+    files: list[str],
+    unexpected: dict[str, list[str]],
+    names: set[str],
+    delimiters_explained: set[tuple[str, tuple[str, ...]]],
 ) -> list[str]:
     """Returns sentences that explain, from their headers, why files lack `column`.
 
@@ -125,6 +129,10 @@ def _header_hints(
     the file likely uses that delimiter. Otherwise, a header column the description
     does not name may be `column` renamed. `unexpected` lists each file's
     header columns that the description does not name.
+
+    A wrong delimiter makes every column missing from the same files. The
+    first column's reason explains it in full, and `delimiters_explained`
+    records that, so the reasons of the other columns refer back to it.
     """
     by_delimiter: dict[str, list[str]] = {}
     by_columns: dict[tuple[str, ...], list[str]] = {}
@@ -144,6 +152,16 @@ def _header_hints(
     hints = []
     for delimiter, group in by_delimiter.items():
         single_file = len(group) == 1
+        key = (delimiter, tuple(group))
+        if key in delimiters_explained:
+            hints.append(
+                f"The {'header' if single_file else 'headers'} of {_named_files(group)} "
+                f"{'joins' if single_file else 'join'} column names with "
+                f"{delimiter_name(delimiter)}, as the first missing column's reason "
+                "explains"
+            )
+            continue
+        delimiters_explained.add(key)
         field = shown_text(joined_field[delimiter].replace("\t", "\\t"))
         subject = "the file likely uses" if single_file else "these files likely use"
         hints.append(
@@ -163,8 +181,8 @@ def _header_hints(
             f"{'has' if single_file else 'have'} the {noun} "
             f"{names_text}, which the description does not name. If "
             f"{'it' if single_column else 'one of them'} is {column} renamed, "
-            f"rename it back to {column} in the data or rename the column in the "
-            "description"
+            f"rename it back to {column} in the data or, if every file uses the "
+            "new name, rename the column in the description"
         )
     return hints
 
@@ -247,6 +265,7 @@ def decide(
 
     missing_columns: dict[str, list[str]] = {}
     unexpected_columns: dict[str, list[str]] = {}
+    delimiters_explained: set[tuple[str, tuple[str, ...]]] = set()
     files_without_rows: list[str] = []
     for finding in file_findings:
         if finding["kind"] == "missing_column":
@@ -345,7 +364,11 @@ def decide(
                 noun = "file" if len(files) == 1 else "files"
                 text = f"column missing from {len(files)} {noun}: {_named_files(files)}"
                 hints = _header_hints(
-                    name, files, unexpected_columns, set(description["columns"])
+                    name,
+                    files,
+                    unexpected_columns,
+                    set(description["columns"]),
+                    delimiters_explained,
                 )
                 if hints:
                     text += ". " + ". ".join(hints)

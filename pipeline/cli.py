@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import glob
 import logging
 import os
 import re
@@ -205,6 +206,13 @@ def _run_pipeline(args, stop_after_gate: bool) -> int:
         problem = "is a file, not a folder" if os.path.isfile(data_path) else "not found"
         print(
             f"error: data folder {data_path} {problem}; pass --data with a folder of CSV files",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    if "://" not in data_dir and not glob.glob(os.path.join(data_dir, description.file_pattern)):
+        print(
+            f"error: data folder {data_dir} has no file matching "
+            f"{description.file_pattern!r}; pass --data with a folder of CSV files",
             file=sys.stderr,
         )
         return EXIT_FAILED

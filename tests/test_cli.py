@@ -45,3 +45,14 @@ def test_out_file_rejected(tmp_path, capsys):
     assert code == cli.EXIT_FAILED
     assert f"run directory {out} is a file" in err
     assert "Traceback" not in err
+
+
+def test_folder_without_csv_rejected(tmp_path, capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "notes.txt").write_text("not a data file\n")
+    code, err = _run(capsys, "--data", str(data), "--out", str(tmp_path / "run"))
+
+    assert code == cli.EXIT_FAILED
+    assert f"data folder {data} has no file matching '*.csv'" in err
+    assert not (tmp_path / "run").exists()

@@ -253,7 +253,8 @@ def test_missing_column_names_unexpected_column():
     assert blocking["reason"] == (
         "column missing from 1 file: a.csv. The header of a.csv has the column "
         "'Land', which the description does not name. If it is Country renamed, "
-        "rename it back to Country in the data or rename the column in the description"
+        "rename it back to Country in the data or, if every file uses the new name, "
+        "rename the column in the description"
     )
     message = blocking_message(result, "report.html")
     assert "column Country, split train: missing_column" in message
@@ -278,8 +279,8 @@ def test_missing_column_groups_renamed_files():
     assert blocking["reason"].endswith(
         ". The headers of day0.csv, day1.csv, day2.csv, day3.csv, day4.csv and 2 more "
         "have the columns 'Land', 'Extra', which the description does not name. If "
-        "one of them is Country renamed, rename it back to Country in the data or "
-        "rename the column in the description"
+        "one of them is Country renamed, rename it back to Country in the data or, "
+        "if every file uses the new name, rename the column in the description"
     )
 
 
@@ -315,8 +316,14 @@ def test_wrong_delimiter_hint_in_reason():
         "';' (semicolon), so the file likely uses that delimiter. recguard reads "
         "comma-separated files only: write the file again with ',' as the delimiter"
     )
-    for item in missing:
-        assert item["reason"] == hint, item["feature"]
+    # The full hint is given once; the other columns refer back to it.
+    assert missing[0]["reason"] == hint
+    reference = (
+        "column missing from 1 file: semi.csv. The header of semi.csv joins column "
+        "names with ';' (semicolon), as the first missing column's reason explains"
+    )
+    for item in missing[1:]:
+        assert item["reason"] == reference, item["feature"]
     assert hint in blocking_message(result, "report.html")
     assert hint in render_markdown(result)
     assert html.escape(hint, quote=True) in render_html(result)

@@ -350,6 +350,7 @@ def test_unclosed_quote_counts_rest_of_file():
 def test_empty_file_finding():
     items = parse("")
     assert [(f.kind, f.file) for f in items] == [("empty_file", "f.csv")]
+    assert items[0].detail.startswith("file is empty")
 
 
 @pytest.mark.parametrize("text", [HEADER, HEADER + "\n\n"])
