@@ -32,7 +32,11 @@ def write_doc(results: dict) -> None:
         "Peak RSS of the process tree, in GiB, while each component ran. "
         "\"start-up\" is the time before the first component starts (imports, "
         "building the pipeline) and \"between components\" the orchestration "
-        "between one component's end and the next one's start.",
+        "between one component's end and the next one's start. A \"-\" marks a "
+        "component that started and ended between two samples. \"Anonymous "
+        "pages only\" "
+        "leaves out the file-backed pages of shared libraries, whose resident "
+        "share depends on the page cache.",
         "",
     ]
     rows = []
@@ -44,6 +48,17 @@ def write_doc(results: dict) -> None:
         rows.append(cells)
     rows.append(
         ["whole run", *(f"{results['sizes'][s]['peak_rss_gib']:.2f}" for s in sizes)]
+    )
+    rows.append(
+        [
+            "whole run, anonymous pages only",
+            *(
+                f"{results['sizes'][s]['peak_anonymous_gib']:.2f}"
+                if "peak_anonymous_gib" in results["sizes"][s]
+                else "-"
+                for s in sizes
+            ),
+        ]
     )
     lines += common.table(["phase", *sizes], rows)
     common.write_section("memory", "Peak memory per component", lines)
