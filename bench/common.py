@@ -185,9 +185,10 @@ def _tree_rss(root: psutil.Process) -> tuple[int, int]:
 
     The anonymous part is RSS minus the file-backed and shared pages
     (psutil's ``shared``, Linux's RssFile plus RssShmem). How much of a
-    shared library stays mapped depends on the page cache: with identical
-    files, the start-up RssFile was 0.37 GiB in one venv and 0.50 GiB in a
-    freshly installed one on the same machine, while RssAnon was the same.
+    shared library stays mapped depends on the page cache. With identical
+    files on one machine, RssFile after the imports was 0.35 GiB in one
+    venv and 0.48 GiB in a freshly installed one. RssAnon was 0.35 GiB in
+    both.
     """
     total = anonymous = 0
     try:
