@@ -354,7 +354,12 @@ def parse_csv_blocks(
     try:
         header = next(reader)
     except StopIteration:
-        yield FileFinding(file_name, "empty_file", "", "file is empty: no header line and no rows; remove it or write it again")
+        yield FileFinding(
+            file_name,
+            "empty_file",
+            "",
+            "file is empty: no header line and no rows; remove it or write it again",
+        )
         return
     header = [name.strip() for name in header]
     positions = {name: i for i, name in enumerate(header)}

@@ -28,6 +28,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from pipeline.dataset import DEFAULT_STRING_NA_TOKENS
+
 KINDS = (
     "empty",
     "na_token",
@@ -50,9 +52,9 @@ COLUMN_KINDS = ("drop_column", "rename_column")
 ROW_KINDS = ("duplicate_rows", "truncate_last_line", "wrong_delimiter")
 
 DEFAULT_NA_TOKENS = ("NA", "N/A", "n/a", "?", "null", "NULL", "None", "-")
-# The string NA tokens of data/online_retail.yaml: missing values in the
-# columns that do not hold numbers. In numeric columns they are NaN.
-STRING_NA_TOKENS = ("nan", "NaN")
+# Missing values in the columns that do not hold numbers, the default of a
+# description's string_na_tokens. In numeric columns they are NaN.
+STRING_NA_TOKENS = DEFAULT_STRING_NA_TOKENS
 # The float columns and the free-text column of data/online_retail.yaml.
 DEFAULT_NUMERIC_COLUMNS = ("Quantity", "UnitPrice")
 DEFAULT_STRING_COLUMNS = ("Description",)
