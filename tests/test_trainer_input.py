@@ -52,6 +52,40 @@ def test_same_seed_same_order():
     assert order(11) == order(11)
 
 
+def test_loaded_columns_join_batches_in_order():
+    import tensorflow as tf
+
+    # Three reader batches of 2, 2 and 1 rows. "country" is a sparse tensor,
+    # the way the reader returns a varlen feature.
+    def batch(start, size):
+        rows = np.arange(start, start + size, dtype=np.int64)
+        return {
+            "item": tf.constant(rows[:, None]),
+            "country": tf.sparse.from_dense(tf.constant(rows[:, None] + 100)),
+            "unused": tf.constant(rows),
+        }
+
+    reader = [batch(0, 2), batch(2, 2), batch(4, 1)]
+    columns = trainer_module._load_columns(reader, ["item", "country"])
+
+    assert sorted(columns) == ["country", "item"]
+    assert all(isinstance(c, tf.Tensor) for c in columns.values())
+    arrays = trainer_module._as_arrays(columns)
+    np.testing.assert_array_equal(arrays["item"], np.arange(5))
+    np.testing.assert_array_equal(arrays["country"], np.arange(5) + 100)
+    # The arrays are views of the tensors, which cannot be written through.
+    assert not arrays["item"].flags.writeable
+    # The input pipeline takes the tensors themselves.
+    first = _batches(trainer_module._shuffled_batches(columns, 5, seed=2), 1)[0]
+    assert sorted(first["item"].numpy().tolist()) == list(range(5))
+    np.testing.assert_array_equal(first["country"].numpy(), first["item"].numpy() + 100)
+
+
+def test_loaded_columns_of_an_empty_split_are_empty():
+    columns = trainer_module._load_columns([], ["item"])
+    assert trainer_module._as_arrays(columns)["item"].shape == (0,)
+
+
 def _small_model():
     import tensorflow as tf
 
@@ -178,12 +212,12 @@ def test_evaluation_in_user_blocks_equals_one_block(monkeypatch):
         "country": np.arange(rows, dtype=np.int64) % 3,
         "price": np.linspace(0.0, 1.0, rows).astype(np.float32),
     }
-    train = {"item": np.array([0, 0, 1, 2, 2, 2, 5], np.int64)}
+    train_items = np.array([0, 0, 1, 2, 2, 2, 5], np.int64)
     model = _small_model()
 
     def run():
         return trainer_module.evaluate(
-            model, names, train, eval_, num_items=6, missing_user_index=-1,
+            model, names, train_items, eval_, num_items=6, missing_user_index=-1,
             k=3, negatives=2, seed=1,
         )
 
