@@ -283,12 +283,41 @@ def _markdown_findings(report: dict) -> list[str]:
     return lines
 
 
+def _markdown_sample_lines(report: dict) -> list[str]:
+    """List the first source lines behind each count, as ``file:line``."""
+    lines = []
+    for entry in report.get("features", []):
+        sample_lines = entry.get("sample_lines") or {}
+        kinds = [k for k in COUNT_KINDS if sample_lines.get(k)]
+        # Kinds that COUNT_KINDS does not name come last, in the report's order.
+        kinds += [k for k in sample_lines if k not in COUNT_KINDS and sample_lines[k]]
+        for kind in kinds:
+            first_lines = sample_lines[kind][:MARKDOWN_MAX_SAMPLES]
+            more = ", ..." if _count(entry, kind) > len(first_lines) else ""
+            lines.append(
+                f"- {_markdown_cell(entry.get('feature', ''))} "
+                f"({_markdown_cell(entry.get('split', ''))}), {kind_label(kind)}: "
+                f"{', '.join(_markdown_cell(line) for line in first_lines)}{more}"
+            )
+    if not lines:
+        return []
+    return [
+        "",
+        "## Sample lines",
+        "",
+        "The first source lines behind each count, as file:line. report.json and "
+        "report.html list more.",
+        "",
+        *lines,
+    ]
+
+
 def render_markdown(report: dict) -> str:
     """Render a short Markdown summary of the report for the terminal.
 
     The summary lists the decision, the rows per split, one table row per
-    feature and split with any finding, the blocking findings and the paths of
-    the other report files. Clean features are left out; the HTML page lists
+    feature and split with any finding, the first source lines of each count,
+    the blocking findings and the paths of the other report files. Clean features are left out; the HTML page lists
     every feature.
     """
     dataset = _markdown_cell(report.get("dataset", "dataset"))
@@ -306,6 +335,7 @@ def render_markdown(report: dict) -> str:
         "## Findings",
         "",
         *_markdown_findings(report),
+        *_markdown_sample_lines(report),
     ]
 
     blocking = report.get("blocking") or []

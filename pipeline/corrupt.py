@@ -893,7 +893,7 @@ def run_from_args(args: argparse.Namespace) -> int:
             numeric_columns=args.numeric_columns,
         )
     except CorruptionError as error:
-        print(f"recguard corrupt: error: {error}", file=sys.stderr)
+        print(f"error: {error}", file=sys.stderr)
         return 1
     print(describe_changes(manifest))
     print(

@@ -672,4 +672,7 @@ def test_run_from_args_reports_error(data_dir, capsys):
         ]
     )
     assert corrupt.run_from_args(args) == 1
-    assert "is the data folder" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    # The same form as the errors of `recguard run` and `recguard validate`.
+    assert err.startswith("error: ")
+    assert "is the data folder" in err

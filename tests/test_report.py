@@ -351,11 +351,37 @@ def test_low_presence_anomaly_not_called_dropped():
     assert "Column dropped" not in render_html(report)
 
 
+def test_markdown_sample_lines_per_count():
+    lines = render_markdown(_make_report()).splitlines()
+    start = lines.index("## Sample lines")
+
+    # Three NaN values but one sample line, so the list ends with "...".
+    assert lines[start + 4] == "- UnitPrice (train), NaN: 2010-12-01.csv:12, ..."
+    # One unreadable value and its one line.
+    assert lines[start + 5] == "- UnitPrice (train), unreadable: a.csv:9"
+    assert lines[start + 6] == ""
+
+
+def test_markdown_sample_lines_capped_and_escaped():
+    report = _clean_report()
+    sample_lines = {"empty": [f"b|c.csv:{n}" for n in range(1, 6)]}
+    report["features"] = [
+        _entry("Country", "eval", EVAL_ROWS, sample_lines=sample_lines, empty=5)
+    ]
+    markdown = render_markdown(report)
+    assert (
+        "- Country (eval), empty: b\\|c.csv:1, b\\|c.csv:2, b\\|c.csv:3, ..."
+        in markdown
+    )
+    assert "c.csv:4" not in markdown
+
+
 def test_markdown_clean_report():
     markdown = render_markdown(_clean_report())
     assert "Decision: PASS" in markdown
     assert "No findings: every feature is clean in every split." in markdown
     assert "Blocking findings" not in markdown
+    assert "Sample lines" not in markdown
     assert "Quantity" not in markdown
 
 
