@@ -13,7 +13,7 @@ $PY bench/bench_validation.py --sizes december,quarter,year --runs 3
 $PY bench/bench_pipeline.py --runs 3 --year-runs "${YEAR_RUNS:-3}"
 $PY bench/bench_statistics.py --run-dir "$WORK/runs/pipeline-local-year-0" --runs 3
 $PY bench/bench_memory.py --sizes december,year
-$PY bench/bench_runners.py --size quarter --runs 1 --steps 200
+$PY bench/bench_runners.py --size quarter --runs 3 --steps 200
 $PY bench/bench_trainer.py --run-dir "$WORK/runs/pipeline-local-quarter-0" --repeats 40 --steps 100 --warmup 50
 $PY bench/bench_peer.py --runs 3
 $PY bench/profile_pipeline.py --size quarter
