@@ -349,8 +349,18 @@ def decide(
                     else:
                         counted = what
                         verb = "exceed"
+                    # A count that adds up several kinds names them, so that an
+                    # unreadable cell counted as missing reads as unreadable.
+                    parts = [k for k in sample_kinds if counts[k]]
+                    if len(parts) > 1 or "unreadable" in parts and kind != "unreadable":
+                        breakdown = ", ".join(
+                            f"{report.kind_label(k)} {counts[k]:,}" for k in parts
+                        )
+                        share = f"{_percent(fraction)}: {breakdown}"
+                    else:
+                        share = _percent(fraction)
                     text = (
-                        f"{count:,} {counted} ({_percent(fraction)}) {verb} the limit "
+                        f"{count:,} {counted} ({share}) {verb} the limit "
                         f"{limit_name} = {_percent(limit)}{where}"
                     )
                     reasons.append(text)
