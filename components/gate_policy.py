@@ -370,6 +370,8 @@ def decide(
             # without the column.
             column_blocks = bool(name in missing_columns and counts["absent"])
             if column_blocks:
+                # NOTE: the files are those of every split. ExampleGen's file
+                # findings do not record which splits a file's rows went to.
                 files = sorted(missing_columns[name])
                 noun = "file" if len(files) == 1 else "files"
                 text = f"column missing from {len(files)} {noun}: {_named_files(files)}"
