@@ -93,10 +93,19 @@ class ParsedRow:
 
 @dataclasses.dataclass
 class MalformedRow:
-    """A row that could not be parsed at all, so it is counted, not emitted."""
+    """A row that could not be parsed at all, so it is counted, not emitted.
+
+    Attributes:
+        line_ref: ``"file:line"`` of the row.
+        reason: Why the row was rejected.
+        first_of_record: False for the second and later lines of a record
+            that spans several lines. Their reason repeats the first line's,
+            so a report lists only the first line as a sample.
+    """
 
     line_ref: str
     reason: str
+    first_of_record: bool = True
 
 
 @dataclasses.dataclass
@@ -622,7 +631,7 @@ def _malformed_lines(
         f"unbalanced quote on line {first}"
     )
     for line in range(first, last + 1):
-        yield MalformedRow(f"{file_name}:{line}", reason)
+        yield MalformedRow(f"{file_name}:{line}", reason, first_of_record=line == first)
 
 
 def decode_file_bytes(data: bytes) -> str:

@@ -349,8 +349,18 @@ def decide(
                     else:
                         counted = what
                         verb = "exceed"
+                    # A count that adds up several kinds names them, so that an
+                    # unreadable cell counted as missing reads as unreadable.
+                    parts = [k for k in sample_kinds if counts[k]]
+                    if len(parts) > 1 or "unreadable" in parts and kind != "unreadable":
+                        breakdown = ", ".join(
+                            f"{report.kind_label(k)} {counts[k]:,}" for k in parts
+                        )
+                        share = f"{_percent(fraction)}: {breakdown}"
+                    else:
+                        share = _percent(fraction)
                     text = (
-                        f"{count:,} {counted} ({_percent(fraction)}) {verb} the limit "
+                        f"{count:,} {counted} ({share}) {verb} the limit "
                         f"{limit_name} = {_percent(limit)}{where}"
                     )
                     reasons.append(text)
@@ -360,6 +370,8 @@ def decide(
             # without the column.
             column_blocks = bool(name in missing_columns and counts["absent"])
             if column_blocks:
+                # NOTE: the files are those of every split. ExampleGen's file
+                # findings do not record which splits a file's rows went to.
                 files = sorted(missing_columns[name])
                 noun = "file" if len(files) == 1 else "files"
                 text = f"column missing from {len(files)} {noun}: {_named_files(files)}"

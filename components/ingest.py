@@ -192,7 +192,12 @@ class _ParseAndEncode(beam.DoFn):
                         yield beam.pvalue.TaggedOutput(split, frame_tfrecords(chunk))
                 _count_block_findings(item, is_eval, counts)
             elif isinstance(item, csv_parsing.MalformedRow):
-                _count(counts, ("malformed", UNSPLIT, "", ""), f"{item.line_ref}: {item.reason}")
+                _count(
+                    counts,
+                    ("malformed", UNSPLIT, "", ""),
+                    f"{item.line_ref}: {item.reason}",
+                    sample=item.first_of_record,
+                )
             else:
                 yield beam.pvalue.TaggedOutput(
                     "file_findings",
@@ -225,14 +230,17 @@ def _eval_rows(timestamps: list[float | None], cutoff: float | None) -> list[boo
     return [t is not None and t >= cutoff for t in timestamps]
 
 
-def _count(counts: dict, key: tuple, line_ref: str) -> None:
+def _count(counts: dict, key: tuple, line_ref: str, sample: bool = True) -> None:
+    """Add one finding to ``counts``, and its line reference while samples have room.
+
+    ``sample=False`` counts the finding without a line reference.
+    """
     entry = counts.get(key)
     if entry is None:
-        counts[key] = [1, [line_ref]]
-    else:
-        entry[0] += 1
-        if len(entry[1]) < csv_parsing.MAX_SAMPLE_LINES:
-            entry[1].append(line_ref)
+        entry = counts[key] = [0, []]
+    entry[0] += 1
+    if sample and len(entry[1]) < csv_parsing.MAX_SAMPLE_LINES:
+        entry[1].append(line_ref)
 
 
 def _count_block_findings(

@@ -65,6 +65,21 @@ class ProgressHandler(logging.Handler):
     def failed_node(self) -> str | None:
         return self._current["node"] if self._current else None
 
+    def end_running(self, outcome: str) -> None:
+        """Print the line that ends a component that did not finish.
+
+        Args:
+            outcome: What stopped it, such as "blocked" or "failed".
+        """
+        if self._current is None:
+            return
+        seconds = time.time() - self._current["start"]
+        print(
+            f"  {self._current['node']:<18} {outcome} after {seconds:.1f} s",
+            file=self.stream,
+            flush=True,
+        )
+
 
 def _configure_logging(
     verbose: bool, log_file: str | None, console=None
@@ -324,12 +339,15 @@ def _report_failure(error: BaseException, out: str, progress: ProgressHandler) -
         traceback.print_exception(type(error), error, error.__traceback__, file=f)
     blocked = _find_error(error, (GateBlockedError,))
     if blocked is not None:
+        progress.end_running("blocked")
         print(f"\nBLOCKED: {blocked}", file=sys.stderr)
         return EXIT_BLOCKED
     non_finite = _find_error(error, (NonFiniteTransformOutputError, NonFiniteTrainingError))
     if non_finite is not None:
+        progress.end_running("stopped")
         print(f"\nSTOPPED: {non_finite}", file=sys.stderr)
         return EXIT_NON_FINITE
+    progress.end_running("failed")
     node = progress.failed_node() or "the pipeline"
     print(
         f"\nerror: {node} failed: {type(error).__name__}: {error}\n"

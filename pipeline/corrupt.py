@@ -355,7 +355,7 @@ def _resolve_numeric_columns(
         raise CorruptionError(
             f"numeric_columns must be a sequence of names, got {numeric_columns!r}"
         )
-    _check_columns(tables, numeric_columns, "numeric_columns")
+    _check_columns(tables, numeric_columns, "numeric_columns (--numeric-columns)")
     return tuple(numeric_columns)
 
 
@@ -377,14 +377,14 @@ def _resolve_columns(
         raise CorruptionError(f"columns must be a sequence of names, got {columns!r}")
     if columns is not None and not columns:
         raise CorruptionError(
-            f"columns is empty for kind {kind!r}; pass at least one column or leave "
-            "it out for the default"
+            f"columns (--columns) is empty for kind {kind!r}; pass at least one "
+            "column or leave it out for the default"
         )
     if columns is None:
         columns = _default_columns(tables, kind, numeric_columns, rng)
     if len(set(columns)) != len(columns):
         raise CorruptionError(f"columns {list(columns)!r} lists a column twice")
-    _check_columns(tables, columns, "columns")
+    _check_columns(tables, columns, "columns (--columns)")
     return tuple(columns)
 
 
@@ -406,7 +406,7 @@ def _default_columns(
     if not defaults or any(column not in header for column in defaults):
         raise CorruptionError(
             f"kind {kind!r} has no default column in the header of {tables[0].name} "
-            f"({', '.join(header)}); pass columns"
+            f"({', '.join(header)}); pass columns (--columns)"
         )
     return tuple(defaults)
 

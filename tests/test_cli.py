@@ -56,3 +56,36 @@ def test_folder_without_csv_rejected(tmp_path, capsys):
     assert code == cli.EXIT_FAILED
     assert f"data folder {data} has no file matching '*.csv'" in err
     assert not (tmp_path / "run").exists()
+
+
+def _progress_with_running(node: str):
+    import io
+    import logging
+
+    progress = cli.ProgressHandler(io.StringIO())
+    record = logging.LogRecord("tfx", logging.INFO, "", 0, f"Component {node} is running.", None, None)
+    progress.emit(record)
+    return progress
+
+
+@pytest.mark.parametrize(
+    "blocked, outcome, code, message",
+    [
+        (True, "blocked", cli.EXIT_BLOCKED, "BLOCKED: 2 blocking findings"),
+        (False, "failed", cli.EXIT_FAILED, "error: AnomalyGate failed: OSError: disk full"),
+    ],
+)
+def test_failure_ends_progress_line(tmp_path, capsys, blocked, outcome, code, message):
+    from components.anomaly_gate import GateBlockedError
+
+    os.makedirs(tmp_path / "logs")
+    progress = _progress_with_running("AnomalyGate")
+    error = GateBlockedError("2 blocking findings") if blocked else OSError("disk full")
+
+    assert cli._report_failure(error, str(tmp_path), progress) == code
+
+    lines = progress.stream.getvalue().splitlines()
+    assert lines[0] == "  AnomalyGate        running ..."
+    assert lines[1].startswith(f"  AnomalyGate        {outcome} after ")
+    assert lines[1].endswith(" s")
+    assert message in capsys.readouterr().err

@@ -484,7 +484,7 @@ def test_rate_not_number_rejected(data_dir, tmp_path):
 
 def test_unknown_column_rejected(data_dir, tmp_path):
     with pytest.raises(
-        CorruptionError, match="'Price' from columns is not in the header of a.csv"
+        CorruptionError, match=r"'Price' from columns \(--columns\) is not in the header of a.csv"
     ):
         corrupt_dataset(data_dir, tmp_path / "out", "nan", 0.1, columns=["Price"])
 

@@ -202,6 +202,28 @@ def test_decide_unreadable_within_limit_counts_as_missing():
         {"train": 10}, {("train", "Country"): {"unreadable": 1, "na_token": 3}}
     )
     assert blocking_keys(result) == [("Country", "train", "missing", 4)]
+    # The reason names both kinds, so the unreadable cell does not read as an
+    # NA token.
+    reason = result["blocking"][0]["reason"]
+    assert reason.startswith(
+        "4 missing values (40.00 %: NA token 3, unreadable 1) exceed the limit "
+        "policy.roles.categorical.max_missing = 30.00 %"
+    )
+
+
+def test_missing_time_names_unreadable_kind():
+    # An unreadable time within max_unreadable still counts as missing, and
+    # the time role allows no missing value.
+    result = decide({"train": 1000}, {("train", "InvoiceDate"): {"unreadable": 1}})
+    assert blocking_keys(result) == [("InvoiceDate", "train", "missing", 1)]
+    reason = result["blocking"][0]["reason"]
+    assert reason.startswith("1 missing value (0.10 %: unreadable 1) exceeds the limit")
+
+
+def test_missing_single_kind_has_no_breakdown():
+    result = decide({"train": 10}, {("train", "Country"): {"na_token": 4}})
+    reason = result["blocking"][0]["reason"]
+    assert reason.startswith("4 missing values (40.00 %) exceed the limit")
 
 
 def test_decide_missing_column_blocks():

@@ -330,6 +330,7 @@ def test_stray_quote_counts_every_line():
     items = parse(text)
     malformed = [item for item in items if isinstance(item, MalformedRow)]
     assert [m.line_ref for m in malformed] == ["f.csv:3", "f.csv:4", "f.csv:5", "f.csv:6"]
+    assert [m.first_of_record for m in malformed] == [True, False, False, False]
     assert malformed[0].reason == (
         "expected 4 fields, found 3; the record spans lines 3 to 6, so check "
         "for an unbalanced quote on line 3"
@@ -588,6 +589,30 @@ def test_encode_splits_and_counts(tmp_path):
         ),
     }
     assert "file_findings" not in outputs
+
+
+def test_encode_samples_a_multiline_record_once(tmp_path):
+    path = tmp_path / "day.csv"
+    path.write_text(
+        HEADER
+        + "A1,2010-12-01 08:00:00,1.0,UK\n"  # line 2
+        + 'A2,2010-12-01 09:00:00,"Cup,UK\n'  # line 3 opens a quote
+        + "A3,2010-12-01 10:00:00,2.5,UK\n"  # line 4
+        + 'A4,2010-12-01 11:00:00,3.5,UK"\n'  # line 5 closes it
+        + "A5,2010-12-01 12\n"  # line 6: a second record, too short
+        + "A6,2010-12-01 13\n"  # line 7: a third one
+    )
+    outputs = _run_dofn(_ParseAndEncode(DESCRIPTION), str(path), None)
+    count, samples = dict(outputs["counts"])[("malformed", "_unsplit", "", "")]
+
+    # Every line of the three records counts, and each record is one sample.
+    assert count == 5
+    assert samples == [
+        "day.csv:3: expected 4 fields, found 3; the record spans lines 3 to 5, "
+        "so check for an unbalanced quote on line 3",
+        "day.csv:6: expected 4 fields, found 2",
+        "day.csv:7: expected 4 fields, found 2",
+    ]
 
 
 def test_encode_shows_overflowing_number(tmp_path):
