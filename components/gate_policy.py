@@ -352,7 +352,7 @@ def decide(
                     # A count that adds up several kinds names them, so that an
                     # unreadable cell counted as missing reads as unreadable.
                     parts = [k for k in sample_kinds if counts[k]]
-                    if len(parts) > 1 or "unreadable" in parts and kind != "unreadable":
+                    if len(parts) > 1 or ("unreadable" in parts and kind != "unreadable"):
                         breakdown = ", ".join(
                             f"{report.kind_label(k)} {counts[k]:,}" for k in parts
                         )
