@@ -78,10 +78,15 @@ def summary_rows(results: dict) -> list[list]:
     return rows
 
 
-def _anonymous_cell(runs: list[dict]) -> str:
+def _anonymous_median(runs: list[dict]) -> float | None:
     # Results saved before the anonymous peak was measured have none.
     values = [r["peak_anonymous_gib"] for r in runs if "peak_anonymous_gib" in r]
-    return f"{common.median(values):.2f}" if len(values) == len(runs) else "-"
+    return common.median(values) if len(values) == len(runs) else None
+
+
+def _anonymous_cell(runs: list[dict]) -> str:
+    median = _anonymous_median(runs)
+    return "-" if median is None else f"{median:.2f}"
 
 
 def scaling_lines(results: dict) -> list[str]:
@@ -98,10 +103,11 @@ def scaling_lines(results: dict) -> list[str]:
     )
     wall = common.median([r["wall_s"] for r in large["runs"]])
     peak = common.median([r["peak_rss_gib"] for r in large["runs"]])
-    anonymous_small, anonymous_large = _anonymous_cell(small["runs"]), _anonymous_cell(large["runs"])
+    anonymous_small = _anonymous_median(small["runs"])
+    anonymous_large = _anonymous_median(large["runs"])
     anonymous = ""
-    if "-" not in (anonymous_small, anonymous_large):
-        anonymous = f" and the peak anonymous memory {float(anonymous_large) / float(anonymous_small):.2f}x"
+    if anonymous_small and anonymous_large:
+        anonymous = f" and the peak anonymous memory {anonymous_large / anonymous_small:.2f}x"
     return [
         f"From December to the year the rows grow {row_ratio:.1f}x, the wall time "
         f"{wall_ratio:.2f}x, the peak RSS {peak_ratio:.2f}x{anonymous}.",

@@ -480,6 +480,10 @@ def parse_csv_blocks(
     reader = csv.reader(iter(physical[start:]))
     lines: list[int] = []
     records = []
+    # Well-formed records that span several lines: their count and the
+    # first one's line range.
+    multiline = 0
+    first_multiline: tuple[int, int] | None = None
     while True:
         line = start + reader.line_num + 1
         try:
@@ -510,6 +514,9 @@ def parse_csv_blocks(
                 lines, records = [], []
             yield from _malformed_lines(file_name, line, last, reason)
             continue
+        if last > line:
+            multiline += 1
+            first_multiline = first_multiline or (line, last)
         lines.append(line)
         records.append(fields)
         if len(lines) >= block_rows:
@@ -519,6 +526,8 @@ def parse_csv_blocks(
         yield block(lines, records)
     if count == 0:
         yield _no_data_rows(file_name)
+    if first_multiline is not None:
+        yield _multiline_records(file_name, multiline, *first_multiline)
 
 
 # Delimiters other than the comma that CSV writers commonly use, with their
@@ -544,6 +553,24 @@ def joining_delimiter(field: str, column_names: set[str]) -> str | None:
 def delimiter_name(delimiter: str) -> str:
     """Returns a delimiter as a message names it, such as "';' (semicolon)"."""
     return OTHER_DELIMITERS.get(delimiter, repr(delimiter))
+
+
+def _multiline_records(file_name: str, count: int, first: int, last: int) -> FileFinding:
+    """Report records whose quoted fields hold line breaks, each read as one row.
+
+    Such a record is valid CSV, but an unbalanced quote that a later quote
+    happens to close gives one too, and then the lines between are read as
+    one row instead of several.
+    """
+    noun = "record spans" if count == 1 else "records span"
+    return FileFinding(
+        file_name,
+        "multiline_records",
+        "",
+        f"{count:,} {noun} several lines, each read as one row (the first: "
+        f"lines {first} to {last}). If no field of this file holds a line "
+        f"break, check for an unbalanced quote on line {first}",
+    )
 
 
 def _no_data_rows(file_name: str) -> FileFinding:

@@ -280,6 +280,14 @@ def decide(
                 }
             )
             files_without_rows.append(f"{finding['file']} ({finding['detail']})")
+        elif finding["kind"] == "multiline_records":
+            # Valid CSV, so it is listed but does not block.
+            dataset_anomalies.append(
+                {
+                    "type": "MULTILINE_RECORDS",
+                    "description": f"{finding['file']}: {finding['detail']}",
+                }
+            )
 
     malformed_count = int(malformed.get("count", 0))
     malformed_fraction = _fraction(malformed_count, total_rows + malformed_count)

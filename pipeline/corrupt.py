@@ -253,7 +253,7 @@ def _validate_arguments(
         raise CorruptionError(f"invalid rate {rate!r}: pass a number from 0 to 1")
     if not 0.0 <= rate <= 1.0:
         raise CorruptionError(
-            f"rate {rate!r} is outside [0, 1]; pass a number from 0 to 1"
+            f"rate (--rate) {rate!r} is outside [0, 1]; pass a number from 0 to 1"
         )
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise CorruptionError(f"invalid seed {seed!r}: pass an integer")
@@ -383,7 +383,9 @@ def _resolve_columns(
     if columns is None:
         columns = _default_columns(tables, kind, numeric_columns, rng)
     if len(set(columns)) != len(columns):
-        raise CorruptionError(f"columns {list(columns)!r} lists a column twice")
+        raise CorruptionError(
+            f"columns (--columns) {list(columns)!r} lists a column twice; pass each once"
+        )
     _check_columns(tables, columns, "columns (--columns)")
     return tuple(columns)
 

@@ -473,7 +473,7 @@ def test_unknown_kind_rejected(data_dir, tmp_path):
 
 @pytest.mark.parametrize("rate", [-0.1, 1.5, math.nan])
 def test_rate_outside_range_rejected(data_dir, tmp_path, rate):
-    with pytest.raises(CorruptionError, match=r"outside \[0, 1\]"):
+    with pytest.raises(CorruptionError, match=r"rate \(--rate\) .* is outside \[0, 1\]"):
         corrupt_dataset(data_dir, tmp_path / "out", "nan", rate)
 
 
@@ -487,6 +487,13 @@ def test_unknown_column_rejected(data_dir, tmp_path):
         CorruptionError, match=r"'Price' from columns \(--columns\) is not in the header of a.csv"
     ):
         corrupt_dataset(data_dir, tmp_path / "out", "nan", 0.1, columns=["Price"])
+
+
+def test_repeated_column_rejected(data_dir, tmp_path):
+    with pytest.raises(
+        CorruptionError, match=r"columns \(--columns\) \['Quantity', 'Quantity'\] lists a column twice"
+    ):
+        corrupt_dataset(data_dir, tmp_path / "out", "nan", 0.1, columns=["Quantity", "Quantity"])
 
 
 def test_columns_for_row_kind_rejected(data_dir, tmp_path):

@@ -434,6 +434,16 @@ def test_decide_file_without_rows_alone_passes():
     assert result["decision"] == "pass"
 
 
+def test_multiline_records_listed_not_blocking():
+    detail = "2 records span several lines, each read as one row (the first: lines 3 to 5)"
+    findings = [{"file": "b.csv", "kind": "multiline_records", "column": "", "detail": detail}]
+    result = decide({"train": 10, "eval": 2}, file_findings=findings)
+    assert result["decision"] == "pass"
+    assert result["dataset_anomalies"] == [
+        {"type": "MULTILINE_RECORDS", "description": f"b.csv: {detail}"}
+    ]
+
+
 def test_decide_malformed_rows_limit():
     at_limit = decide({"train": 9}, malformed={"count": 1, "sample_lines": ["a.csv:2"]})
     above = decide({"train": 8}, malformed={"count": 1, "sample_lines": ["a.csv:2"]})

@@ -310,9 +310,44 @@ def test_multiline_field_first_line():
         + 'A1,2010-12-01 08:00:00,1.5,"United\nKingdom"\n'
         + "A2,2010-12-01 09:00:00,abc,UK\n"
     )
-    rows = rows_of(parse(text))
+    items = parse(text)
+    rows = rows_of(items)
     assert rows[0].values["Country"] == "United\nKingdom"
     assert [row.line_ref for row in rows] == ["f.csv:2", "f.csv:4"]
+    # The record is valid, but the report lists it.
+    findings = [item for item in items if isinstance(item, FileFinding)]
+    assert [(f.kind, f.file) for f in findings] == [("multiline_records", "f.csv")]
+    assert findings[0].detail.startswith(
+        "1 record spans several lines, each read as one row (the first: lines 2 to 3)"
+    )
+
+
+def test_quote_closed_later_reports_merged_lines():
+    # The stray quote on line 3 is closed by the quote on line 5, and the
+    # joined record happens to have 4 fields, so it parses as one row.
+    text = (
+        HEADER
+        + "A1,2010-12-01 08:00:00,1.5,UK\n"
+        + 'A2,2010-12-01 09:00:00,2.5,"UK\n'
+        + "A3,2010-12-01 10:00:00,2.5,UK\n"
+        + 'A4,2010-12-01 11:00:00,3.5,UK"\n'
+        + "A5,2010-12-01 12:00:00,4.5,UK\n"
+        + 'A6,2010-12-01 13:00:00,5.5,"Isle\nof Man"\n'
+    )
+    items = parse(text)
+    assert [row.line_ref for row in rows_of(items)] == ["f.csv:2", "f.csv:3", "f.csv:6", "f.csv:7"]
+    (finding,) = [item for item in items if isinstance(item, FileFinding)]
+    assert finding.kind == "multiline_records"
+    assert finding.detail == (
+        "2 records span several lines, each read as one row (the first: lines 3 "
+        "to 5). If no field of this file holds a line break, check for an "
+        "unbalanced quote on line 3"
+    )
+
+
+def test_single_line_records_have_no_multiline_finding():
+    items = parse(HEADER + "A1,2010-12-01 08:00:00,1.5,UK\n")
+    assert not [item for item in items if isinstance(item, FileFinding)]
 
 
 def test_stray_quote_counts_every_line():
