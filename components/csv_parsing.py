@@ -556,11 +556,12 @@ def delimiter_name(delimiter: str) -> str:
 
 
 def _multiline_records(file_name: str, count: int, first: int, last: int) -> FileFinding:
-    """Report records whose quoted fields hold line breaks, each read as one row.
+    """Return the finding for a file's records that span several lines.
 
-    Such a record is valid CSV, but an unbalanced quote that a later quote
-    happens to close gives one too, and then the lines between are read as
-    one row instead of several.
+    Such a record, whose quoted field holds a line break, is valid CSV and
+    is read as one row. An unbalanced quote that a later quote closes gives
+    one too, and then the lines between are read as one row instead of
+    several.
     """
     noun = "record spans" if count == 1 else "records span"
     return FileFinding(

@@ -317,8 +317,8 @@ def render_markdown(report: dict) -> str:
 
     The summary lists the decision, the rows per split, one table row per
     feature and split with any finding, the first source lines of each count,
-    the blocking findings and the paths of the other report files. Clean features are left out; the HTML page lists
-    every feature.
+    the blocking findings and the paths of the other report files. Clean
+    features are left out; the HTML page lists every feature.
     """
     dataset = _markdown_cell(report.get("dataset", "dataset"))
     decision = str(report.get("decision", "unknown")).upper()
