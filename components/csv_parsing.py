@@ -558,7 +558,7 @@ def delimiter_name(delimiter: str) -> str:
 def _multiline_records(file_name: str, count: int, first: int, last: int) -> FileFinding:
     """Return the finding for a file's records that span several lines.
 
-    Such a record, whose quoted field holds a line break, is valid CSV and
+    Such a record, whose quoted field contains a line break, is valid CSV and
     is read as one row. An unbalanced quote that a later quote closes gives
     one too, and then the lines between are read as one row instead of
     several.
@@ -569,7 +569,7 @@ def _multiline_records(file_name: str, count: int, first: int, last: int) -> Fil
         "multiline_records",
         "",
         f"{count:,} {noun} several lines, each read as one row (the first: "
-        f"lines {first} to {last}). If no field of this file holds a line "
+        f"lines {first} to {last}). If no field of this file contains a line "
         f"break, check for an unbalanced quote on line {first}",
     )
 

@@ -340,7 +340,7 @@ def test_quote_closed_later_reports_merged_lines():
     assert finding.kind == "multiline_records"
     assert finding.detail == (
         "2 records span several lines, each read as one row (the first: lines 3 "
-        "to 5). If no field of this file holds a line break, check for an "
+        "to 5). If no field of this file contains a line break, check for an "
         "unbalanced quote on line 3"
     )
 
